@@ -1,0 +1,41 @@
+"""The transformer hyper-parameters that the converter and the engine share."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Qwen2-architecture decoder, read from GGUF metadata or an HF config.json."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    rope_theta: float
+    rms_norm_eps: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.num_heads
+
+    def kv_bytes_per_token(self, bytes_per_value: int = 4) -> int:
+        """Bytes that one token occupies in the KV cache across all layers (keys and values)."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_value
+
+    def save(self, path: Path) -> None:
+        """Write the config as JSON."""
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        """Read a config written by `save`."""
+        return cls(**json.loads(path.read_text()))
