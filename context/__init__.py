@@ -1,0 +1,1 @@
+"""Everything that turns a workspace and a cursor into a prompt; no model code here."""

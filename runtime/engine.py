@@ -1,0 +1,144 @@
+"""The engine the language server and the CLI call: prompt ids in, completion text out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from runtime import models
+from runtime.config import ModelConfig
+from runtime.generate import (
+    CancellationToken,
+    GenerationConfig,
+    GenerationResult,
+    ModelRunner,
+    generate,
+)
+from runtime.kv_cache import PrefixCache
+from runtime.session import SessionOptions, create_session, device_of
+from runtime.tokenizer import QwenTokenizer
+
+logger = logging.getLogger(__name__)
+
+# A prompt as text pieces; special pieces are control tokens, never tokenized from text.
+PromptSegments = Sequence[tuple[str, bool]]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What to load and how: model names as `runtime.models` understands them."""
+
+    model: str = models.DEFAULT_TARGET
+    precision: str = models.DEFAULT_PRECISION
+    provider: str = "auto"
+    threads: int = 0
+    context_window: int = 4096  # KV capacity of one cached sequence, in tokens
+    cache_bytes: int = 1 << 30  # budget of all cached sequences together
+
+
+class Engine(Protocol):
+    """What the language server needs from a local or remote model."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` occupies in a prompt."""
+        ...
+
+    def encode_prompt(self, segments: PromptSegments) -> list[int]:
+        """Token ids of a prompt given as (text, is_special) segments."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids (special tokens included)."""
+        ...
+
+    def complete(
+        self,
+        prompt: Sequence[int],
+        config: GenerationConfig,
+        cancel: CancellationToken | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Generate a continuation of `prompt`."""
+        ...
+
+
+class LocalEngine:
+    """ONNX Runtime in this process, with a prefix-reusing KV cache; one generation at a time."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: QwenTokenizer,
+        options: EngineOptions,
+        device: str = "cpu",
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.options = options
+        self.cache = PrefixCache(
+            runner.config, options.context_window, options.cache_bytes, device=device
+        )
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, options: EngineOptions, progress: bool = True) -> LocalEngine:
+        """Prepare (first time: assemble and convert) and open the model named in `options`."""
+        started = time.monotonic()
+        prepared = models.prepare(options.model, options.precision, progress=progress)
+        session_options = SessionOptions(provider=options.provider, threads=options.threads)
+        session = create_session(prepared.onnx_path, session_options)
+        tokenizer = QwenTokenizer.load(prepared.directory)
+        runner = ModelRunner(session, prepared.config)
+        logger.info("model %s ready in %.2f s", options.model, time.monotonic() - started)
+        return cls(runner, tokenizer, options, device=device_of(session.get_providers()))
+
+    @property
+    def config(self) -> ModelConfig:
+        """The loaded model's shape."""
+        return self.runner.config
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` occupies in a prompt."""
+        return len(self.tokenizer.encode(text))
+
+    def encode_prompt(self, segments: PromptSegments) -> list[int]:
+        """Token ids of (text, is_special) segments; user text cannot smuggle in control tokens."""
+        ids: list[int] = []
+        for text, special in segments:
+            ids.extend([self.tokenizer.token_id(text)] if special else self.tokenizer.encode(text))
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids."""
+        return self.tokenizer.decode(list(ids))
+
+    def complete(
+        self,
+        prompt: Sequence[int],
+        config: GenerationConfig,
+        cancel: CancellationToken | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Generate after `prompt`, reusing the longest cached prefix of it."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        limit = self.options.context_window - 1
+        if len(prompt) > limit:
+            raise ValueError(f"prompt of {len(prompt)} tokens exceeds the window of {limit}")
+        with self._lock:
+            kv, _ = self.cache.acquire(prompt)
+            result = generate(self.runner, self.tokenizer, kv, prompt, config, cancel, on_text)
+        logger.info(
+            "generated %d tokens (%s): prompt %d, cached %d, prefill %.0f ms, decode %.0f ms",
+            result.generated_tokens,
+            result.finish_reason,
+            result.prompt_tokens,
+            result.cached_tokens,
+            result.prefill_ms,
+            result.decode_ms,
+        )
+        return result

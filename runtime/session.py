@@ -1,0 +1,74 @@
+"""ONNX Runtime sessions: execution provider choice, threads, and the device KV buffers live on."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+_PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class ProviderError(Exception):
+    """The requested execution provider is not available in this onnxruntime build."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How to run a model: `provider` is auto|tensorrt|cuda|cpu; threads 0 = one per core."""
+
+    provider: str = "auto"
+    threads: int = 0
+
+
+def choose_providers(requested: str, available: list[str]) -> list[str]:
+    """Providers in priority order; `auto` takes TensorRT, then CUDA, then the CPU."""
+    if requested not in PROVIDER_CHOICES:
+        raise ProviderError(f"provider {requested!r} is not one of {', '.join(PROVIDER_CHOICES)}")
+    if requested == "auto":
+        wanted = [_PROVIDER_NAMES[name] for name in ("tensorrt", "cuda")]
+        chosen = [name for name in wanted if name in available]
+    else:
+        name = _PROVIDER_NAMES[requested]
+        if name not in available:
+            raise ProviderError(
+                f"provider {requested!r} is not in this onnxruntime build "
+                f"(available: {', '.join(available)}); on a GPU host install coder-lsp[gpu]"
+            )
+        chosen = [name] if requested != "cpu" else []
+    # The CPU provider always comes last: it runs whatever the GPU providers do not take.
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def device_of(providers: list[str]) -> str:
+    """Where KV buffers should live for this provider list ('cuda' or 'cpu')."""
+    return (
+        "cuda" if providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider") else "cpu"
+    )
+
+
+def create_session(model_path: Path, options: SessionOptions) -> ort.InferenceSession:
+    """Open `model_path` with the chosen providers; logs which provider won."""
+    providers = choose_providers(options.provider, ort.get_available_providers())
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.threads or (os.cpu_count() or 1)
+    session_options.inter_op_num_threads = 1
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(model_path), session_options, providers=providers)
+    logger.info(
+        "loaded %s with providers %s (%d threads)",
+        model_path.parent.name,
+        session.get_providers(),
+        session_options.intra_op_num_threads,
+    )
+    return session
