@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+PRECISIONS = ("int4", "int8", "fp32")
+# Bump when the ONNX graph the converter writes changes: cached conversions are keyed by it.
+GRAPH_FORMAT = 1
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -19,7 +19,6 @@ Outputs: logits [B, keep, vocab], present_key_i / present_value_i (bound to the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.config import ModelConfig
+from runtime.config import PRECISIONS, ModelConfig
 from runtime.weights import WeightSource, canonical_names, layer_name
 
-PRECISIONS = ("int4", "int8", "fp32")
 BLOCK_SIZE = 32
 # accuracy_level 4: MatMulNBits quantizes activations to int8 per block and runs integer GEMM.
 ACCURACY_LEVEL = 4
@@ -245,7 +243,6 @@ def convert_to_onnx(
     model.ir_version = 10
     onnx.save_model(model, str(out_dir / "model.onnx"))
     config.save(out_dir / "config.json")
-    (out_dir / "graph.json").write_text(json.dumps({"precision": precision, "opset": OPSET}))
 
 
 def _build_decoder(

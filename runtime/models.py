@@ -47,15 +47,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
-from runtime.config import ModelConfig
+from runtime.config import GRAPH_FORMAT, PRECISIONS, ModelConfig
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "qwen2.5-coder-1.5b"
 DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
 DEFAULT_PRECISION = "int4"
-# Mirrors runtime.convert.PRECISIONS; kept here so that listing models never imports onnx.
-PRECISIONS = ("int4", "int8", "fp32")
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -592,7 +590,7 @@ class ModelRegistry:
     # ----------------------------------------------------------------- ONNX directories
 
     def _onnx_dir(self, name: str, precision: str, sha: str) -> Path:
-        return self.root / "onnx" / f"{name}-{precision}-{sha[:12]}"
+        return self.root / "onnx" / f"{name}-{precision}-g{GRAPH_FORMAT}-{sha[:12]}"
 
     def _convert(
         self,
@@ -644,6 +642,7 @@ class ModelRegistry:
                     "sha256_scheme": "file" if source.format == "gguf" else HF_DIR_HASH_SCHEME,
                 },
                 "precision": precision,
+                "graph_format": GRAPH_FORMAT,
                 "tools": _tool_versions(),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "conversion_seconds": round(time.monotonic() - start, 1),
@@ -694,7 +693,7 @@ class ModelRegistry:
             if directory.name.startswith(_PARTIAL) or not directory.is_dir():
                 continue
             manifest = _read_json(directory / MANIFEST_NAME)
-            name = str(manifest["name"]) if manifest else directory.name.rsplit("-", 2)[0]
+            name = str(manifest["name"]) if manifest else directory.name.rsplit("-", 3)[0]
             if not wanted(name):
                 continue
             problem = _check_dir(directory, manifest)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from lsp_server.cli import build_parser, main
-from runtime.config import ModelConfig
+from runtime.config import GRAPH_FORMAT, ModelConfig
 from runtime.models import (
     DEFAULT_DRAFT,
     DEFAULT_TARGET,
@@ -349,7 +349,10 @@ def test_prepare_converts_once_then_loads_from_cache(tmp_path: Path, model: Embe
         "int8",
     )
     assert first == second
-    assert first.directory == registry.root / "onnx" / f"{model.name}-int8-{model.sha256[:12]}"
+    assert (
+        first.directory
+        == registry.root / "onnx" / f"{model.name}-int8-g{GRAPH_FORMAT}-{model.sha256[:12]}"
+    )
     assert first.onnx_path == first.directory / "model.onnx"
     assert first.tokenizer_path.read_text() == '{"model": "fake"}'
     assert first.config == TINY_CONFIG
@@ -358,8 +361,8 @@ def test_prepare_converts_once_then_loads_from_cache(tmp_path: Path, model: Embe
     registry.prepare(model.name, "int4", progress=False)  # another precision: another directory
     assert len(exporter.calls) == 2
     assert onnx_entries(registry) == [
-        f"{model.name}-int4-{model.sha256[:12]}",
-        f"{model.name}-int8-{model.sha256[:12]}",
+        f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}",
+        f"{model.name}-int8-g{GRAPH_FORMAT}-{model.sha256[:12]}",
     ]
 
 
@@ -440,7 +443,7 @@ def test_concurrent_prepares_convert_once(tmp_path: Path, site: Path, model: Emb
 
 def test_directory_without_manifest_does_not_load(tmp_path: Path, model: EmbeddedModel) -> None:
     registry = registry_for(tmp_path, model, exporter=FakeExporter())
-    final = registry.root / "onnx" / f"{model.name}-int4-{model.sha256[:12]}"
+    final = registry.root / "onnx" / f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}"
     final.mkdir(parents=True)
     (final / "model.onnx").write_bytes(b"from an older, non-atomic tool")
     TINY_CONFIG.save(final / "config.json")
@@ -499,7 +502,7 @@ def test_local_gguf_file(tmp_path: Path) -> None:
 
     prepared = registry.prepare(str(gguf), progress=False)
     assert prepared.name == "my-coder"
-    assert prepared.directory.name == f"my-coder-int4-{sha[:12]}"
+    assert prepared.directory.name == f"my-coder-int4-g{GRAPH_FORMAT}-{sha[:12]}"
     assert prepared.manifest["source"]["kind"] == "gguf"
     assert prepared.manifest["source"]["location"] == str(gguf)
     assert prepared.manifest["source"]["sha256"] == sha
@@ -550,7 +553,7 @@ def test_hf_directory(tmp_path: Path) -> None:
     assert prepared.name == "Qwen-tiny"
     assert prepared.manifest["source"]["kind"] == "hf_dir"
     assert prepared.manifest["source"]["sha256"] == expected
-    assert prepared.directory.name == f"Qwen-tiny-fp32-{expected[:12]}"
+    assert prepared.directory.name == f"Qwen-tiny-fp32-g{GRAPH_FORMAT}-{expected[:12]}"
 
 
 def test_incomplete_hf_directory(tmp_path: Path) -> None:
@@ -609,7 +612,7 @@ def test_verify_finds_damage(tmp_path: Path, site: Path, model: EmbeddedModel) -
     assert [r.item for r in results] == [
         "chunk packages",
         str(registry.root / "gguf" / f"{model.name}.gguf"),
-        str(registry.root / "onnx" / f"{model.name}-int4-{model.sha256[:12]}"),
+        str(registry.root / "onnx" / f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}"),
     ]
     assert all(r.ok for r in results)
 
@@ -619,7 +622,9 @@ def test_verify_finds_damage(tmp_path: Path, site: Path, model: EmbeddedModel) -
     assert not by_item["chunk packages"].ok
     assert model.parts[2].package in by_item["chunk packages"].message
     assert not by_item[str(registry.root / "gguf" / f"{model.name}.gguf")].ok
-    assert by_item[str(registry.root / "onnx" / f"{model.name}-int4-{model.sha256[:12]}")].ok
+    assert by_item[
+        str(registry.root / "onnx" / f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}")
+    ].ok
 
 
 # --------------------------------------------------------------------------- the real table
