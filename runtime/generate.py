@@ -152,6 +152,15 @@ class StopChecker:
         self.stop_strings = tuple(s for s in config.stop_strings if s)
         self.stop_rule = config.stop_rule
 
+    def settled(self, text: str) -> int:
+        """How much of `text` no later token can cut away, so streaming may show it."""
+        holdback = max((len(s) - 1 for s in self.stop_strings), default=0)
+        settled = len(text) - holdback
+        if self.stop_rule is not None:
+            # Stop rules judge whole lines: the line being written is not settled yet.
+            settled = min(settled, text.rfind("\n") + 1)
+        return max(settled, 0)
+
     def cut(self, text: str) -> int | None:
         """Where to cut `text`: the earliest stop string or the stop rule's answer, or None."""
         hits = [index for index in (text.find(s) for s in self.stop_strings) if index >= 0]
@@ -211,22 +220,22 @@ def generate(
 
     decoder = tokenizer.streaming_decoder()
     text = ""
+    emitted = 0  # how much of `text` on_text has seen
     while True:
         token = sample_token(logits[-1], config, rng)
         if token in stops.stop_ids:
             result.finish_reason = "stop"
             break
         result.token_ids.append(token)
-        piece = decoder.push(token)
-        cut = stops.cut(text + piece)
+        text += decoder.push(token)
+        cut = stops.cut(text)
         if cut is not None:
-            piece = (text + piece)[:cut][len(text) :]
+            text = text[:cut]
             result.finish_reason = "stop_string"
-        if piece and on_text is not None:
-            on_text(piece)
-        text += piece
-        if cut is not None:
             break
+        if on_text is not None and stops.settled(text) > emitted:
+            on_text(text[emitted : stops.settled(text)])
+            emitted = stops.settled(text)
         if len(result.token_ids) >= config.max_new_tokens:
             result.finish_reason = "length"
             break
@@ -238,8 +247,10 @@ def generate(
             result.finish_reason = reason
             break
         logits = runner.forward(cache, [token])
-    if result.finish_reason in ("length", "cancelled", "deadline", "context"):
+    if result.finish_reason != "stop_string":
         text += decoder.finish()
+    if on_text is not None and len(text) > emitted:
+        on_text(text[emitted:])
     result.text = text
     result.decode_ms = (time.monotonic() - prefill_done) * 1000
     return result

@@ -104,10 +104,12 @@ class PrefixCache:
                 best, best_shared = cache, shared
         per_cache = KVCache.bytes_for(self.config, self.capacity)
         room = self.nbytes + per_cache <= self.max_bytes
-        if best is None or (best_shared < self.min_shared_tokens and room):
+        # Sharing too little to be worth overwriting another sequence's warm cache.
+        unrelated = best_shared < min(self.min_shared_tokens, len(tokens) // 2)
+        if best is None or (unrelated and room):
             best, best_shared = KVCache(self.config, self.capacity, self.device), 0
             logger.debug("new KV cache (%d held)", len(self._caches) + 1)
-        elif best_shared < self.min_shared_tokens:
+        elif unrelated:
             best = self._caches[0]
             best_shared = best.common_prefix(tokens)
         if best in self._caches:

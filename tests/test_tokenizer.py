@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
-import os
 import textwrap
 import unicodedata
 from collections.abc import Iterator
@@ -15,8 +14,6 @@ from typing import Any
 import pytest
 
 from runtime.tokenizer import _BYTE_OF_CHAR, QwenTokenizer
-
-GGUF_05B_ENV = "CODER_LSP_TEST_GGUF_05B"
 
 CONTROL_TOKENS = [
     "<|endoftext|>",
@@ -102,22 +99,6 @@ def synthetic_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokens = alphabet + words + specials
     types = [1] * (len(alphabet) + len(words)) + [3] * len(CONTROL_TOKENS) + [4]
     return _write_gguf(tmp_path_factory.mktemp("synthetic") / "tiny.gguf", tokens, types, merges)
-
-
-@pytest.fixture(scope="session")
-def gguf_05b() -> Path:
-    """The Qwen2.5-Coder-0.5B-Instruct GGUF: the one place that knows where the test model lives."""
-    location = os.environ.get(GGUF_05B_ENV)
-    if not location:
-        pytest.skip(
-            f"set {GGUF_05B_ENV} to a Qwen2.5-Coder-0.5B-Instruct GGUF, e.g. "
-            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf from the Hugging Face repo "
-            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"
-        )
-    path = Path(location)
-    if not path.is_file():
-        pytest.fail(f"{GGUF_05B_ENV}={location} is not a file")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,137 @@
+"""`coder-lsp complete` end to end on the real embedded 0.5B model, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MODEL = "qwen2.5-coder-0.5b"
+HOLE = "    return "  # the cursor goes at its end
+PREAMBLE = '''\
+"""Small arithmetic helpers used by the calculator's command line."""
+
+from __future__ import annotations
+
+
+def clamp(value, low, high):
+    """Limit value to the closed range [low, high]."""
+    return max(low, min(value, high))
+
+
+def mean(values):
+    """Arithmetic mean of a non-empty sequence."""
+    return sum(values) / len(values)
+
+
+'''
+SOURCE = (
+    PREAMBLE
+    + f'''\
+def add(a, b):
+    """Return the sum of a and b."""
+{HOLE}
+
+
+def is_even(n):
+    """True when n is divisible by two."""
+    return n % 2 == 0
+'''
+)
+
+
+HOLE_LINE = SOURCE.splitlines().index(HOLE)  # 0-based
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI in a child process, as a user or a tool would."""
+    return subprocess.run(
+        [sys.executable, "-m", "lsp_server", "complete", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with one Python file holding a hole."""
+    root = tmp_path_factory.mktemp("ws")
+    (root / "calc.py").write_text(SOURCE)
+    (root / "binary.bin").write_bytes(b"\x00\x01\x02 not text")
+    return root
+
+
+def test_fills_a_hole_in_a_small_function(workspace: Path) -> None:
+    done = run_cli(f"{workspace / 'calc.py'}:{HOLE_LINE + 1}:12", "--model", MODEL, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["completion"].replace(" ", "") == "a+b"
+    assert result["generated_tokens"] > 0
+    assert result["context_files"] == [str(workspace / "calc.py")]
+    assert set(result) >= {
+        "id",
+        "completion",
+        "latency_ms",
+        "prompt_tokens",
+        "cached_tokens",
+        "generated_tokens",
+        "draft_proposed",
+        "draft_accepted",
+        "context_files",
+    }
+
+
+def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> None:
+    edited = SOURCE.replace(f"{HOLE}\n", f"{HOLE}a +\n", 1)
+    requests = [
+        {
+            "id": 1,
+            "workspace": str(workspace),
+            "path": "calc.py",
+            "line": HOLE_LINE,
+            "character": 11,
+        },
+        "this line is not JSON",
+        {"id": 3, "workspace": str(workspace), "path": "calc.py", "line": 99, "character": 0},
+        {"id": 4, "workspace": str(workspace), "path": "binary.bin", "line": 0, "character": 0},
+        # The user typed "a +": the buffer text overrides the file on disk.
+        {
+            "id": 5,
+            "workspace": str(workspace),
+            "path": "calc.py",
+            "text": edited,
+            "line": HOLE_LINE,
+            "character": 14,
+        },
+    ]
+    batch = workspace / "requests.jsonl"
+    batch.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in requests) + "\n")
+    done = run_cli("--batch", str(batch), "--model", MODEL, "--show-prompt")
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r.get("id") for r in results] == [1, None, 3, 4, 5]
+    first, not_json, out_of_range, binary, typed = results
+    assert first["completion"].replace(" ", "") == "a+b"
+    assert "<|fim_prefix|>" in first["prompt"] and first["prompt"].endswith("<|fim_middle|>")
+    assert "not JSON" in not_json["error"]
+    assert "line 99 is outside the file" in out_of_range["error"]
+    assert "binary file" in binary["error"]
+    assert typed["completion"].strip() == "b"
+    # The edit request shares the prompt up to the cursor with the first: only the rest is run.
+    assert typed["cached_tokens"] >= first["prompt_tokens"] - 40
+
+
+def test_bad_target_is_a_clear_error(workspace: Path) -> None:
+    done = run_cli(f"{workspace / 'calc.py'}:0:1", "--model", MODEL)
+    assert done.returncode == 1
+    assert "FILE:LINE:COL" in done.stderr
+    done = run_cli(f"{workspace / 'missing.py'}:1:1", "--model", MODEL)
+    assert done.returncode == 1
+    assert "No such file" in done.stderr

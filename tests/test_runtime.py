@@ -1,0 +1,225 @@
+"""The engine's mechanics on a tiny random Qwen2: exact agreement with transformers, prefix
+reuse, cancellation, deadlines, sampling and stop rules."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.config import ModelConfig
+from runtime.convert import quantize_blockwise
+from runtime.engine import EngineOptions, LocalEngine
+from runtime.generate import (
+    PREFILL_CHUNK,
+    CancellationToken,
+    GenerationConfig,
+    GenerationResult,
+    ModelRunner,
+)
+from runtime.kv_cache import KVCache, PrefixCache
+from runtime.session import ProviderError, SessionOptions, choose_providers, create_session
+from runtime.tokenizer import QwenTokenizer
+
+# Long enough to run the prefill in two chunks.
+PROMPT = [int(token) for token in np.random.default_rng(7).integers(0, 150000, PREFILL_CHUNK + 44)]
+
+
+def make_engine(
+    onnx_dir: Path, tokenizer: QwenTokenizer, cache_bytes: int = 1 << 30
+) -> LocalEngine:
+    """A LocalEngine over an ONNX directory, without the registry."""
+    config = ModelConfig.load(onnx_dir / "config.json")
+    runner = ModelRunner(create_session(onnx_dir / "model.onnx", SessionOptions()), config)
+    return LocalEngine(
+        runner, tokenizer, EngineOptions(context_window=1024, cache_bytes=cache_bytes)
+    )
+
+
+@pytest.fixture
+def engine(tiny_onnx: Path, qwen_tokenizer: QwenTokenizer) -> LocalEngine:
+    """A fresh engine (empty KV caches) on the tiny model."""
+    return make_engine(tiny_onnx, qwen_tokenizer)
+
+
+def transformers_greedy(checkpoint: Path, prompt: list[int], new_tokens: int) -> list[int]:
+    """Reference: transformers' own greedy decoding of the same checkpoint."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = transformers.Qwen2ForCausalLM.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        output = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return [int(token) for token in output[0, len(prompt) :]]
+
+
+def test_greedy_equals_transformers_token_for_token(
+    engine: LocalEngine, tiny_checkpoint: Path
+) -> None:
+    result = engine.complete(PROMPT, GenerationConfig(max_new_tokens=24))
+    assert result.finish_reason == "length"
+    assert result.token_ids == transformers_greedy(tiny_checkpoint, PROMPT, 24)
+
+
+def test_cached_prefix_run_equals_fresh_run(
+    engine: LocalEngine, tiny_onnx: Path, qwen_tokenizer: QwenTokenizer
+) -> None:
+    config = GenerationConfig(max_new_tokens=16)
+    engine.complete(PROMPT, config)
+    edited = [*PROMPT[:-5], 11, 12, 13]  # the user changed the last few tokens
+    reused = engine.complete(edited, config)
+    fresh = make_engine(tiny_onnx, qwen_tokenizer).complete(edited, config)
+    assert reused.cached_tokens == len(PROMPT) - 5
+    assert fresh.cached_tokens == 0
+    assert reused.token_ids == fresh.token_ids
+
+
+def test_identical_prompt_recomputes_only_the_last_position(engine: LocalEngine) -> None:
+    config = GenerationConfig(max_new_tokens=8)
+    first = engine.complete(PROMPT, config)
+    again = engine.complete(PROMPT, config)
+    assert again.cached_tokens == len(PROMPT) - 1
+    assert again.token_ids == first.token_ids
+
+
+def test_cancellation_stops_within_one_step(engine: LocalEngine) -> None:
+    cancel = CancellationToken()
+    pieces: list[str] = []
+
+    def cancel_after_first_piece(piece: str) -> None:
+        pieces.append(piece)
+        cancel.cancel()
+
+    result = engine.complete(
+        PROMPT, GenerationConfig(max_new_tokens=32), cancel, cancel_after_first_piece
+    )
+    assert result.finish_reason == "cancelled"
+    # The token whose text triggered the cancel is the last one: no further forward pass ran.
+    assert result.generated_tokens <= 2
+    assert engine.cache.nbytes > 0
+
+
+def test_cancelled_before_start_runs_nothing(engine: LocalEngine) -> None:
+    cancel = CancellationToken()
+    cancel.cancel()
+    result = engine.complete(PROMPT, GenerationConfig(), cancel)
+    assert (result.finish_reason, result.generated_tokens) == ("cancelled", 0)
+
+
+def test_deadline_is_respected(engine: LocalEngine) -> None:
+    def slow_consumer(_: str) -> None:
+        time.sleep(0.05)
+
+    result = engine.complete(
+        PROMPT, GenerationConfig(max_new_tokens=200, timeout_s=0.3), on_text=slow_consumer
+    )
+    assert result.finish_reason == "deadline"
+    assert 0 < result.generated_tokens < 200
+
+
+def test_seeded_sampling_is_reproducible_and_top_p_tiny_is_greedy(engine: LocalEngine) -> None:
+    sampled = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=3)
+    assert engine.complete(PROMPT, sampled).token_ids == engine.complete(PROMPT, sampled).token_ids
+    nucleus = GenerationConfig(max_new_tokens=12, temperature=0.7, top_p=1e-9, seed=5)
+    greedy = GenerationConfig(max_new_tokens=12)
+    assert engine.complete(PROMPT, nucleus).token_ids == engine.complete(PROMPT, greedy).token_ids
+
+
+def test_stop_string_cuts_text(engine: LocalEngine) -> None:
+    full = engine.complete(PROMPT, GenerationConfig(max_new_tokens=12))
+    assert len(full.text) > 4
+    marker = full.text[2:4]
+    pieces: list[str] = []
+    stopped = engine.complete(
+        PROMPT, GenerationConfig(max_new_tokens=12, stop_strings=(marker,)), on_text=pieces.append
+    )
+    assert stopped.finish_reason == "stop_string"
+    assert stopped.text == full.text[: full.text.find(marker)]
+    # Streaming never showed text that the stop string later took back.
+    assert "".join(pieces) == stopped.text
+
+
+def test_streamed_text_equals_final_text(engine: LocalEngine) -> None:
+    pieces: list[str] = []
+    result: GenerationResult = engine.complete(
+        PROMPT, GenerationConfig(max_new_tokens=16), on_text=pieces.append
+    )
+    assert "".join(pieces) == result.text
+
+
+def test_prompt_longer_than_window_is_refused(engine: LocalEngine) -> None:
+    with pytest.raises(ValueError, match="exceeds the window"):
+        engine.complete(list(range(2000)), GenerationConfig())
+
+
+def test_prefix_cache_keeps_sequences_within_its_byte_budget(tiny_config: ModelConfig) -> None:
+    one_cache = KVCache.bytes_for(tiny_config, 64)
+    caches = PrefixCache(tiny_config, 64, max_bytes=2 * one_cache, min_shared_tokens=4)
+    first, _ = caches.acquire(list(range(10)))
+    first.append(list(range(10)))
+    second, shared = caches.acquire(list(range(100, 110)))
+    assert second is not first and shared == 0
+    second.append(list(range(100, 110)))
+    # Back to the first file: its cache is still warm.
+    again, shared = caches.acquire([*range(10), 42])
+    assert again is first and shared == 10
+    # A third unrelated sequence: over budget, so the least recently used cache is recycled.
+    third, shared = caches.acquire(list(range(200, 210)))
+    assert third is second and shared == 0
+    assert caches.nbytes == 2 * one_cache
+
+
+def test_kv_cache_overflow_is_an_error(tiny_config: ModelConfig) -> None:
+    cache = KVCache(tiny_config, 8)
+    with pytest.raises(ValueError, match="overflow"):
+        cache.append(list(range(9)))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_blockwise_quantization_error_is_within_half_a_step(bits: int) -> None:
+    weight = np.random.default_rng(0).normal(size=(8, 80)).astype(np.float32)  # K not a multiple
+    packed, scales, zero_points = quantize_blockwise(weight, bits)
+    blocks = scales.size // 8
+    if bits == 4:
+        values = np.stack([packed & 15, packed >> 4], axis=-1).reshape(8, blocks, -1)
+        zero = np.stack([zero_points & 15, zero_points >> 4], axis=-1).reshape(8, -1)[:, :blocks]
+    else:
+        values, zero = packed, zero_points.reshape(8, blocks)
+    restored = (values - zero[:, :, None].astype(np.float32)) * scales.reshape(8, blocks, 1)
+    restored = restored.reshape(8, -1)[:, :80]
+    step = np.repeat(scales.reshape(8, blocks), 32, axis=1)[:, :80]
+    assert np.all(np.abs(restored - weight) <= step / 2 + 1e-6)
+
+
+def test_quantized_models_stay_close_to_fp32(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from runtime.convert import convert_to_onnx
+    from runtime.weights import open_weight_source
+
+    logits = {}
+    for precision in ("fp32", "int8", "int4"):
+        with open_weight_source(tiny_checkpoint) as source:
+            convert_to_onnx(source, tmp_path / precision, precision)
+        config = ModelConfig.load(tmp_path / precision / "config.json")
+        session = create_session(tmp_path / precision / "model.onnx", SessionOptions())
+        logits[precision] = ModelRunner(session, config).forward(KVCache(config, 64), PROMPT[:20])
+    scale = np.abs(logits["fp32"]).max()
+    assert np.abs(logits["int8"] - logits["fp32"]).max() < 0.02 * scale
+    assert np.abs(logits["int4"] - logits["fp32"]).max() < 0.2 * scale
+
+
+def test_provider_choice() -> None:
+    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", available) == available
+    assert choose_providers("cuda", available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ProviderError, match="not in this onnxruntime build"):
+        choose_providers("cuda", ["CPUExecutionProvider"])
+    with pytest.raises(ProviderError, match="not one of"):
+        choose_providers("gpu", available)
