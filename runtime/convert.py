@@ -34,6 +34,7 @@ BLOCK_SIZE = 32
 # accuracy_level 4: MatMulNBits quantizes activations to int8 per block and runs integer GEMM.
 ACCURACY_LEVEL = 4
 MAX_CONTEXT = 32768
+QUANTIZE_ROWS = 16384
 OPSET = 21
 DATA_ALIGNMENT = 4096
 # Shape-like constants must be inline: shape inference cannot read external data.
@@ -91,6 +92,14 @@ def quantize_blockwise(
     Zero points are integers: float ones would push ONNX Runtime off its int8 (VNNI) kernels.
     """
     n, k = weight.shape
+    if n > QUANTIZE_ROWS:
+        # Row chunks bound the temporaries for vocabulary-sized matrices; rows are independent.
+        parts = [
+            quantize_blockwise(weight[i : i + QUANTIZE_ROWS], bits, block_size)
+            for i in range(0, n, QUANTIZE_ROWS)
+        ]
+        packed, scales, zero_points = zip(*parts, strict=True)
+        return np.concatenate(packed), np.concatenate(scales), np.concatenate(zero_points)
     blocks = -(-k // block_size)
     padded = np.zeros((n, blocks * block_size), dtype=np.float32)
     padded[:, :k] = weight

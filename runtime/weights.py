@@ -109,6 +109,9 @@ def _gguf_name(name: str) -> str:
     return f"blk.{layer}.{GGUF_LAYER_NAMES[rest]}"
 
 
+DEQUANTIZE_ROWS = 8192
+
+
 class GGUFWeights:
     """Weights of a GGUF file, dequantized to float32 one tensor at a time."""
 
@@ -160,10 +163,17 @@ class GGUFWeights:
         tensor = self._tensors.get(_gguf_name(name))
         if tensor is None:
             raise WeightError(f"GGUF lacks tensor {_gguf_name(name)!r} ({name})")
-        values = self._dequantize(tensor.data, tensor.tensor_type)
         # GGUF lists dimensions fastest-first; numpy wants them slowest-first.
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        return np.ascontiguousarray(values.reshape(shape), dtype=np.float32)
+        rows = tensor.data.reshape(shape[0], -1)  # [rows, bytes or values per row]
+        out = np.empty((shape[0], int(np.prod(shape[1:], dtype=np.int64))), dtype=np.float32)
+        # Row chunks: dequantizing a whole vocab matrix at once costs several GB of temporaries.
+        for start in range(0, shape[0], DEQUANTIZE_ROWS):
+            chunk = rows[start : start + DEQUANTIZE_ROWS]
+            out[start : start + len(chunk)] = self._dequantize(chunk, tensor.tensor_type).reshape(
+                len(chunk), -1
+            )
+        return out.reshape(shape)
 
     def close(self) -> None:
         """Drop the memory map."""
