@@ -1,15 +1,24 @@
-"""Fill-in-the-middle prompts for Qwen2.5-Coder under an exact token budget.
+"""Qwen2.5-Coder FIM prompts, in-file or repository-level, under an exact token budget.
 
-The prompt is kept as (text, is_special) segments so that the engine can emit control tokens by
-id while user text is tokenized as plain text (a file containing "<|endoftext|>" stays text).
-The prefix window starts on a line boundary that moves in steps of `LINE_STRIDE` lines, so
-consecutive keystrokes produce prompts that share a long token prefix and hit the KV cache.
+Repository-level layout (Qwen's):
+
+    <|repo_name|>{name}\\n<|file_sep|>{path}\\n{content}\\n ... <|file_sep|>{current path}\\n
+    <|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>
+
+The prompt is kept as (text, is_special) segments: the engine emits control tokens by id and
+tokenizes user text as plain text (a file containing "<|endoftext|>" stays text). Because every
+special token splits tokenization, the prompt's token count is exactly the sum of its segments'
+counts plus one per special token, which is how budgets are enforced here.
+
+Cache-friendliness: repository files come first and only change when the files or the import
+graph change; the prefix window starts on a line that moves in steps of LINE_STRIDE lines; so
+consecutive keystrokes share a long token prefix and the engine's KV prefix cache keeps hitting.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -17,24 +26,54 @@ logger = logging.getLogger(__name__)
 TokenCounter = Callable[[str], int]
 Segments = list[tuple[str, bool]]
 LINE_STRIDE = 16
+# Reserved for <|repo_name|>{name}, <|file_sep|>{current path} and the FIM tokens.
+HEADER_TOKENS = 64
 
 
 @dataclass(frozen=True)
-class FimBudget:
-    """Token quotas of the parts of an in-file prompt."""
+class PromptBudget:
+    """Token quotas of each part; the whole prompt plus reserved output fits `window_tokens`."""
 
+    repo_tokens: int = 1024
     prefix_tokens: int = 1024
     suffix_tokens: int = 256
+    output_tokens: int = 64
+    window_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        # Room for the in-file part, the answer, and the repo name / current path lines.
+        needed = self.prefix_tokens + self.suffix_tokens + self.output_tokens + HEADER_TOKENS
+        if min(self.repo_tokens, self.prefix_tokens, self.suffix_tokens, self.output_tokens) < 0:
+            raise ValueError("token quotas cannot be negative")
+        if self.window_tokens < needed:
+            raise ValueError(
+                f"window of {self.window_tokens} tokens cannot hold prefix + suffix + output "
+                f"+ {HEADER_TOKENS} ({needed})"
+            )
 
 
 @dataclass(frozen=True)
-class FimPrompt:
-    """A prompt ready to encode, and the text it was cut from."""
+class ContextPiece:
+    """One repository file as it goes into the prompt: whole, or as an outline."""
+
+    path: str
+    content: str
+    outlined: bool = False
+
+    def text(self) -> str:
+        """The segment after its <|file_sep|>."""
+        return f"{self.path}\n{self.content}\n"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt ready to encode, with the files it holds in order (current file last)."""
 
     segments: Segments
+    files: list[str]
+    tokens: int
     prefix: str
     suffix: str
-    tokens: int
 
     @property
     def text(self) -> str:
@@ -42,17 +81,35 @@ class FimPrompt:
         return "".join(text for text, _ in self.segments)
 
 
-def _fim_segments(prefix: str, suffix: str) -> Segments:
-    return [
-        ("<|fim_prefix|>", True),
-        (prefix, False),
-        ("<|fim_suffix|>", True),
-        (suffix, False),
-        ("<|fim_middle|>", True),
-    ]
+def select_context(
+    candidates: Sequence[tuple[str, str, Callable[[], str]]],
+    count: TokenCounter,
+    budget_tokens: int,
+) -> list[ContextPiece]:
+    """Pick repository files, most relevant first, until `budget_tokens` is spent.
+
+    `candidates` are (path, full text, outline factory) in rank order; a file goes in whole when
+    it fits, else as its outline when that fits, else not at all. Each piece costs its text plus
+    the <|file_sep|> token.
+    """
+    chosen: list[ContextPiece] = []
+    left = budget_tokens
+    for path, text, make_outline in candidates:
+        for piece in (ContextPiece(path, text), None):
+            if piece is None:
+                outline = make_outline()
+                if not outline.strip():
+                    break
+                piece = ContextPiece(path, outline, outlined=True)
+            cost = count(piece.text()) + 1
+            if cost <= left:
+                chosen.append(piece)
+                left -= cost
+                break
+    return chosen
 
 
-def _prefix_window(lines: list[str], cursor_line: str, count: TokenCounter, budget: int) -> int:
+def _window_start(lines: list[str], cursor_line: str, count: TokenCounter, budget: int) -> int:
     """Index of the first line kept before the cursor line: as early as the budget allows,
     rounded forward to a multiple of LINE_STRIDE so that it rarely moves."""
     used = count(cursor_line)
@@ -61,42 +118,6 @@ def _prefix_window(lines: list[str], cursor_line: str, count: TokenCounter, budg
         start -= 1
         used += count(lines[start])
     return -(-start // LINE_STRIDE) * LINE_STRIDE if start > 0 else 0
-
-
-def build_fim_prompt(
-    text: str, offset: int, count: TokenCounter, budget: FimBudget | None = None
-) -> FimPrompt:
-    """The in-file FIM prompt for a cursor at character `offset` of `text`, within `budget`."""
-    budget = budget or FimBudget()
-    before, after = text[:offset], text[offset:]
-    *lines, cursor_line = before.split("\n")
-    lines = [line + "\n" for line in lines]
-    start = _prefix_window(lines, cursor_line, count, budget.prefix_tokens)
-    prefix = "".join(lines[start:]) + cursor_line
-    # Whole lines of suffix from the cursor on, while they fit.
-    suffix_lines = after.splitlines(keepends=True)
-    kept, used = 0, 0
-    while kept < len(suffix_lines) and used + count(suffix_lines[kept]) <= budget.suffix_tokens:
-        used += count(suffix_lines[kept])
-        kept += 1
-    suffix = "".join(suffix_lines[:kept])
-    # Line-by-line counts can differ from the joined text's by a merge at line ends: check the
-    # real totals and drop whole strides/lines until both parts fit exactly.
-    while count(prefix) > budget.prefix_tokens and start < len(lines):
-        start += LINE_STRIDE
-        prefix = "".join(lines[start:]) + cursor_line
-    while count(suffix) > budget.suffix_tokens and kept > 0:
-        kept -= 1
-        suffix = "".join(suffix_lines[:kept])
-    prefix_tokens, suffix_tokens = count(prefix), count(suffix)
-    if prefix_tokens > budget.prefix_tokens:
-        # A single cursor line longer than the budget: keep its end, cut by characters.
-        prefix = _tail_within(prefix, count, budget.prefix_tokens)
-        prefix_tokens = count(prefix)
-    logger.debug("FIM prompt: prefix %d tokens, suffix %d tokens", prefix_tokens, suffix_tokens)
-    return FimPrompt(
-        _fim_segments(prefix, suffix), prefix, suffix, prefix_tokens + suffix_tokens + 3
-    )
 
 
 def _tail_within(text: str, count: TokenCounter, budget: int) -> str:
@@ -109,3 +130,80 @@ def _tail_within(text: str, count: TokenCounter, budget: int) -> str:
         else:
             low = middle + 1
     return text[low:]
+
+
+def fim_window(
+    text: str, offset: int, count: TokenCounter, budget: PromptBudget
+) -> tuple[str, str]:
+    """The prefix and suffix around character `offset`, each within its token quota."""
+    before, after = text[:offset], text[offset:]
+    *lines, cursor_line = before.split("\n")
+    lines = [line + "\n" for line in lines]
+    start = _window_start(lines, cursor_line, count, budget.prefix_tokens)
+    prefix = "".join(lines[start:]) + cursor_line
+    suffix_lines = after.splitlines(keepends=True)
+    kept, used = 0, 0
+    while kept < len(suffix_lines) and used + count(suffix_lines[kept]) <= budget.suffix_tokens:
+        used += count(suffix_lines[kept])
+        kept += 1
+    suffix = "".join(suffix_lines[:kept])
+    # Line-by-line counts can differ from the joined text's by a merge across a line end:
+    # check the real totals and drop whole strides / lines until both parts fit.
+    while count(prefix) > budget.prefix_tokens and start < len(lines):
+        start += LINE_STRIDE
+        prefix = "".join(lines[start:]) + cursor_line
+    while count(suffix) > budget.suffix_tokens and kept > 0:
+        kept -= 1
+        suffix = "".join(suffix_lines[:kept])
+    if count(prefix) > budget.prefix_tokens:
+        # One cursor line longer than the whole quota: keep its end.
+        prefix = _tail_within(prefix, count, budget.prefix_tokens)
+    return prefix, suffix
+
+
+def build_prompt(
+    current_path: str,
+    text: str,
+    offset: int,
+    count: TokenCounter,
+    budget: PromptBudget | None = None,
+    repo_name: str | None = None,
+    context: Sequence[ContextPiece] = (),
+) -> Prompt:
+    """The FIM prompt for a cursor at character `offset` of `text`.
+
+    Without `repo_name` it is the plain in-file prompt; with it, Qwen's repository layout with
+    `context` pieces in the given order before the current file (chosen within
+    `budget.repo_tokens` by `select_context`); a piece that would push the prompt plus reserved
+    output past `budget.window_tokens` is left out.
+    """
+    budget = budget or PromptBudget()
+    prefix, suffix = fim_window(text, offset, count, budget)
+    fim: Segments = [
+        ("<|fim_prefix|>", True),
+        (prefix, False),
+        ("<|fim_suffix|>", True),
+        (suffix, False),
+        ("<|fim_middle|>", True),
+    ]
+    tokens = count(prefix) + count(suffix) + 3
+    if repo_name is None:
+        logger.debug("in-file prompt: %d tokens", tokens)
+        return Prompt(fim, [current_path], tokens, prefix, suffix)
+
+    header: Segments = [("<|repo_name|>", True), (f"{repo_name}\n", False)]
+    current: Segments = [("<|file_sep|>", True), (f"{current_path}\n", False)]
+    tokens += 2 + count(f"{repo_name}\n") + count(f"{current_path}\n")
+    room = budget.window_tokens - budget.output_tokens - tokens
+    pieces: Segments = []
+    files: list[str] = []
+    for piece in context:
+        cost = count(piece.text()) + 1
+        if cost > room:
+            continue
+        room -= cost
+        tokens += cost
+        pieces += [("<|file_sep|>", True), (piece.text(), False)]
+        files.append(piece.path)
+    logger.debug("repo prompt: %d tokens, %d context files", tokens, len(files))
+    return Prompt(header + pieces + current + fim, [*files, current_path], tokens, prefix, suffix)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from context.prompt import build_fim_prompt
+from context.prompt import build_prompt
 from lsp_server.postprocess import CursorContext, finalize, stop_rule
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig
@@ -118,7 +118,7 @@ def complete_one(
     cursor = CursorContext(
         text[line_start:offset], text[offset : len(text) if line_end < 0 else line_end]
     )
-    prompt = build_fim_prompt(text, offset, engine.count_tokens)
+    prompt = build_prompt(str(request.path), text, offset, engine.count_tokens)
     ids = engine.encode_prompt(prompt.segments)
     config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
     result = engine.complete(ids, config)
@@ -132,7 +132,7 @@ def complete_one(
         "generated_tokens": result.generated_tokens,
         "draft_proposed": 0,
         "draft_accepted": 0,
-        "context_files": [str(request.path)],
+        "context_files": prompt.files,
     }
     if show_prompt:
         output["prompt"] = prompt.text

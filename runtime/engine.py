@@ -107,10 +107,7 @@ class LocalEngine:
 
     def encode_prompt(self, segments: PromptSegments) -> list[int]:
         """Token ids of (text, is_special) segments; user text cannot smuggle in control tokens."""
-        ids: list[int] = []
-        for text, special in segments:
-            ids.extend([self.tokenizer.token_id(text)] if special else self.tokenizer.encode(text))
-        return ids
+        return self.tokenizer.encode_segments(segments)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of token ids."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import mmap
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
@@ -256,6 +257,17 @@ class QwenTokenizer:
         """Encode plain text to ids; special-token strings in `text` are encoded as plain text."""
         # add_special_tokens=False: no post-processor tokens (Qwen adds no BOS anyway).
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def encode_segments(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
+        """Ids of a prompt given as (text, is_special) pieces: specials by id, the rest as text.
+
+        User text therefore cannot smuggle in control tokens, and because specials split
+        tokenization anyway the ids equal those of tokenizing the joined prompt.
+        """
+        ids: list[int] = []
+        for text, special in segments:
+            ids.extend([self.token_id(text)] if special else self.encode(text))
+        return ids
 
     def token_id(self, special: str) -> int:
         """Return the id of a special token such as "<|fim_prefix|>" or "<|endoftext|>"."""

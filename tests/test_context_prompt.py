@@ -1,0 +1,140 @@
+"""Prompt assembly: Qwen's layouts, exact token budgets, stability across keystrokes."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from context.prompt import ContextPiece, PromptBudget, build_prompt, select_context
+from runtime.tokenizer import QwenTokenizer
+
+CODE = "".join(
+    f"def function_{i}(value):\n    '''Doubles value {i} times.'''\n    return value * {i}\n\n"
+    for i in range(120)
+)
+
+
+def test_in_file_prompt_layout(qwen_tokenizer: QwenTokenizer) -> None:
+    text = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
+    offset = text.index("return ") + len("return ")
+    prompt = build_prompt("calc.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)))
+    assert prompt.text == (
+        "<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n\nprint(add(1, 2))\n"
+        "<|fim_middle|>"
+    )
+    assert prompt.files == ["calc.py"]
+    assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
+
+
+def test_repo_prompt_layout(qwen_tokenizer: QwenTokenizer) -> None:
+    pieces = [
+        ContextPiece("pkg/util.py", "def helper():\n    return 1"),
+        ContextPiece("b.py", "X = 2"),
+    ]
+    prompt = build_prompt(
+        "main.py",
+        "import pkg.util\n",
+        16,
+        lambda t: len(qwen_tokenizer.encode(t)),
+        repo_name="demo",
+        context=pieces,
+    )
+    assert prompt.text == (
+        "<|repo_name|>demo\n<|file_sep|>pkg/util.py\ndef helper():\n    return 1\n"
+        "<|file_sep|>b.py\nX = 2\n<|file_sep|>main.py\n"
+        "<|fim_prefix|>import pkg.util\n<|fim_suffix|><|fim_middle|>"
+    )
+    assert prompt.files == ["pkg/util.py", "b.py", "main.py"]
+    assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cut=st.integers(0, len(CODE)),
+    prefix_tokens=st.integers(1, 400),
+    suffix_tokens=st.integers(0, 200),
+    repo_tokens=st.integers(0, 600),
+    window_slack=st.integers(0, 1500),
+    noise=st.text(string.printable + "äß漢字🫠\t", max_size=40),
+)
+def test_budgets_are_exact_and_never_exceeded(
+    qwen_tokenizer: QwenTokenizer,
+    cut: int,
+    prefix_tokens: int,
+    suffix_tokens: int,
+    repo_tokens: int,
+    window_slack: int,
+    noise: str,
+) -> None:
+    def count(text: str) -> int:
+        return len(qwen_tokenizer.encode(text))
+
+    text = CODE[:cut] + noise + CODE[cut:]
+    offset = cut + len(noise) // 2
+    window_tokens = prefix_tokens + suffix_tokens + 64 + 64 + window_slack
+    budget = PromptBudget(repo_tokens, prefix_tokens, suffix_tokens, 64, window_tokens)
+    candidates = [
+        (f"mod_{i}.py", CODE[i * 500 : i * 500 + 700], lambda i=i: f"def function_{i}(value): ...")
+        for i in range(8)
+    ]
+    context = select_context(candidates, count, budget.repo_tokens)
+    assert sum(count(piece.text()) + 1 for piece in context) <= repo_tokens
+    prompt = build_prompt("cur.py", text, offset, count, budget, repo_name="r", context=context)
+    ids = qwen_tokenizer.encode_segments(prompt.segments)
+    assert prompt.tokens == len(ids)
+    assert count(prompt.prefix) <= prefix_tokens
+    assert count(prompt.suffix) <= suffix_tokens
+    assert text[:offset].endswith(prompt.prefix)
+    assert text[offset:].startswith(prompt.suffix)
+    assert prompt.tokens + 64 <= window_tokens
+
+
+def test_typing_keeps_the_prompt_prefix(qwen_tokenizer: QwenTokenizer) -> None:
+    def count(text: str) -> int:
+        return len(qwen_tokenizer.encode(text))
+
+    offset = CODE.index("return value * 80") + len("return ")
+    budget = PromptBudget(prefix_tokens=600)
+    before = build_prompt("m.py", CODE, offset, count, budget)
+    typed = CODE[:offset] + "val" + CODE[offset:]
+    after = build_prompt("m.py", typed, offset + 3, count, budget)
+    assert after.prefix == before.prefix + "val"
+    shared = 0
+    for a, b in zip(
+        qwen_tokenizer.encode_segments(before.segments),
+        qwen_tokenizer.encode_segments(after.segments),
+        strict=False,
+    ):
+        if a != b:
+            break
+        shared += 1
+    assert shared >= before.tokens - count(before.suffix) - 8
+
+
+def test_impossible_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot hold"):
+        PromptBudget(prefix_tokens=4000, window_tokens=4096)
+
+
+def test_select_context_prefers_whole_files_then_outlines() -> None:
+    def count(text: str) -> int:
+        return len(text)
+
+    candidates = [
+        ("a.py", "x" * 50, lambda: "a-outline"),
+        ("b.py", "y" * 500, lambda: "b-outline"),
+        ("c.py", "z" * 500, lambda: ""),
+    ]
+    chosen = select_context(candidates, count, 80)
+    assert [(p.path, p.outlined) for p in chosen] == [("a.py", False), ("b.py", True)]
+
+
+@pytest.mark.parametrize("offset", [0, len(CODE)])
+def test_cursor_at_the_ends(qwen_tokenizer: QwenTokenizer, offset: int) -> None:
+    prompt = build_prompt("m.py", CODE, offset, lambda t: len(qwen_tokenizer.encode(t)))
+    assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
