@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from context.prompt import build_prompt
-from lsp_server.postprocess import CursorContext, finalize, stop_rule
+from lsp_server.pipeline import CompletionPipeline, CompletionRefused
 from runtime.engine import EngineOptions, LocalEngine
-from runtime.generate import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,35 +105,37 @@ def offset_of(text: str, line: int, character: int) -> int:
 
 
 def complete_one(
-    engine: LocalEngine, request: CompletionRequest, max_tokens: int, show_prompt: bool
+    pipeline: CompletionPipeline, request: CompletionRequest, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Serve one request; the result fields are the CLI's JSON contract."""
     started = time.monotonic()
     text = request.text if request.text is not None else read_source(request.path)
     offset = offset_of(text, request.line, request.character)
-    line_start = text.rfind("\n", 0, offset) + 1
-    line_end = text.find("\n", offset)
-    cursor = CursorContext(
-        text[line_start:offset], text[offset : len(text) if line_end < 0 else line_end]
-    )
-    prompt = build_prompt(str(request.path), text, offset, engine.count_tokens)
-    ids = engine.encode_prompt(prompt.segments)
-    config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
-    result = engine.complete(ids, config)
-    completion = finalize(result.text, cursor)
+    try:
+        done = pipeline.complete(
+            request.path,
+            text,
+            offset,
+            workspace=request.workspace,
+            use_context=not args.no_context,
+            max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
+        )
+    except CompletionRefused as error:
+        raise RequestError(str(error)) from error
+    result = done.result
     output: dict[str, Any] = {
         "id": request.id,
-        "completion": completion,
+        "completion": done.text,
         "latency_ms": round((time.monotonic() - started) * 1000, 1),
         "prompt_tokens": result.prompt_tokens,
         "cached_tokens": result.cached_tokens,
         "generated_tokens": result.generated_tokens,
         "draft_proposed": 0,
         "draft_accepted": 0,
-        "context_files": prompt.files,
+        "context_files": done.prompt.files,
     }
-    if show_prompt:
-        output["prompt"] = prompt.text
+    if args.show_prompt:
+        output["prompt"] = done.prompt.text
     return output
 
 
@@ -148,7 +148,6 @@ def _batch_requests(path: Path) -> Iterator[tuple[int, str]]:
 
 def run_complete(args: argparse.Namespace) -> int:
     """Run the `complete` subcommand with the flags parsed by `lsp_server.cli`; the exit code."""
-    max_tokens = args.max_tokens or DEFAULT_MAX_TOKENS
     if args.target:
         try:
             path, line, character = parse_target(args.target)
@@ -158,19 +157,19 @@ def run_complete(args: argparse.Namespace) -> int:
         except RequestError as error:
             print(f"coder-lsp complete: {error}", file=sys.stderr)
             return 1
-    engine = LocalEngine.load(EngineOptions(model=args.model), progress=True)
+    pipeline = CompletionPipeline(LocalEngine.load(EngineOptions(model=args.model), progress=True))
     if not args.target:
         for number, request_line in _batch_requests(Path(args.batch)):
             try:
                 request = CompletionRequest.from_json(request_line)
-                output = complete_one(engine, request, max_tokens, args.show_prompt)
+                output = complete_one(pipeline, request, args)
             except RequestError as error:
                 logger.warning("request on line %d: %s", number, error)
                 output = {"id": _request_id(request_line), "error": str(error)}
             print(json.dumps(output), flush=True)
         return 0
     try:
-        output = complete_one(engine, request, max_tokens, args.show_prompt)
+        output = complete_one(pipeline, request, args)
     except RequestError as error:
         print(f"coder-lsp complete: {error}", file=sys.stderr)
         return 1

@@ -74,7 +74,7 @@ def test_fills_a_hole_in_a_small_function(workspace: Path) -> None:
     result = json.loads(done.stdout)
     assert result["completion"].replace(" ", "") == "a+b"
     assert result["generated_tokens"] > 0
-    assert result["context_files"] == [str(workspace / "calc.py")]
+    assert result["context_files"][-1] == "calc.py"
     assert set(result) >= {
         "id",
         "completion",
@@ -126,6 +126,63 @@ def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> No
     assert typed["completion"].strip() == "b"
     # The edit request shares the prompt up to the cursor with the first: only the rest is run.
     assert typed["cached_tokens"] >= first["prompt_tokens"] - 40
+
+
+def test_repository_context_and_secret_safety(tmp_path: Path) -> None:
+    """A real git repo: the imported module is in the prompt before the current file; the
+    .env file, a gitignored file and a key-shaped line never are."""
+    git = pytest.importorskip("git")
+    canary = "CANARY-7f3a9e"
+    token = "ghp_" + "Zx9q" * 9  # GitHub's token shape: ghp_ + 36 alphanumerics
+    repo = git.Repo.init(tmp_path)
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "__init__.py").write_text("")
+    (tmp_path / "shapes" / "geometry.py").write_text(
+        "def circle_area(radius):\n    return 3.14159 * radius * radius\n\n"
+        f"GITHUB_TOKEN = '{token}'\n"
+    )
+    (tmp_path / "main.py").write_text(
+        "from shapes.geometry import circle_area\n\n\ndef report(r):\n    area = \n"
+    )
+    (tmp_path / ".env").write_text(f"API_KEY={canary}\n")
+    (tmp_path / ".gitignore").write_text("local_notes.py\n")
+    (tmp_path / "local_notes.py").write_text(f"NOTE = '{canary}'\n")
+    repo.index.add(["shapes/__init__.py", "shapes/geometry.py", "main.py", ".gitignore"])
+    repo.index.commit("initial")
+
+    done = run_cli(
+        f"{tmp_path / 'main.py'}:5:12",
+        "--model",
+        MODEL,
+        "--json",
+        "--show-prompt",
+        "--workspace",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["context_files"][-1] == "main.py"
+    assert "shapes/geometry.py" in result["context_files"]
+    assert result["prompt"].startswith(f"<|repo_name|>{tmp_path.name}\n<|file_sep|>")
+    assert canary not in result["prompt"] and token not in result["prompt"]
+    assert "local_notes.py" not in result["prompt"] and ".env" not in result["context_files"]
+
+    for refused in (".env", "local_notes.py"):
+        done = run_cli(f"{tmp_path / refused}:1:1", "--model", MODEL, "--workspace", str(tmp_path))
+        assert done.returncode == 1
+        assert "nothing is sent" in done.stderr or "excluded" in done.stderr
+        assert canary not in done.stdout
+
+    no_context = run_cli(
+        f"{tmp_path / 'main.py'}:5:12",
+        "--model",
+        MODEL,
+        "--json",
+        "--no-context",
+        "--show-prompt",
+    )
+    assert json.loads(no_context.stdout)["context_files"] == ["main.py"]
+    assert json.loads(no_context.stdout)["prompt"].startswith("<|fim_prefix|>")
 
 
 def test_bad_target_is_a_clear_error(workspace: Path) -> None:

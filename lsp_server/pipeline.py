@@ -1,0 +1,148 @@
+"""One completion from editor state to inserted text: workspace context, prompt, engine,
+post-processing. The CLI and the language server both call this."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from context.files import FileRules, is_secret_path, redact_secrets
+from context.index import WorkspaceIndex
+from context.prompt import Prompt, PromptBudget, build_prompt
+from context.repo import RepoContext
+from lsp_server.postprocess import CursorContext, finalize, stop_rule
+from runtime.engine import Engine
+from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
+
+logger = logging.getLogger(__name__)
+
+
+class CompletionRefused(Exception):
+    """The file must not reach a model (a secret, or excluded by .gitignore): nothing is sent."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a request produced and what it cost."""
+
+    text: str
+    prompt: Prompt
+    result: GenerationResult
+    latency_ms: float
+
+
+def workspace_root(path: Path) -> Path:
+    """The git work tree holding `path`, else its folder."""
+    folder = path.parent if not path.is_dir() else path
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return folder
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else folder
+
+
+@dataclass
+class Workspaces:
+    """Indexed workspaces by root, opened on first use (index + import graph)."""
+
+    rules: FileRules = field(default_factory=FileRules)
+    _open: dict[Path, RepoContext] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, root: Path) -> RepoContext:
+        """The repository context of `root`, indexing it the first time."""
+        root = root.resolve()
+        with self._lock:
+            repo = self._open.get(root)
+            if repo is None:
+                started = time.monotonic()
+                index = WorkspaceIndex(root, self.rules)
+                index.refresh()
+                repo = RepoContext(index)
+                repo.build()
+                self._open[root] = repo
+                logger.info("indexed %s in %.2f s", root, time.monotonic() - started)
+            return repo
+
+
+@dataclass
+class CompletionPipeline:
+    """Prompt building and generation around one engine."""
+
+    engine: Engine
+    workspaces: Workspaces = field(default_factory=Workspaces)
+    budget: PromptBudget = field(default_factory=PromptBudget)
+
+    def complete(
+        self,
+        path: Path,
+        text: str,
+        offset: int,
+        *,
+        workspace: Path | None = None,
+        use_context: bool = True,
+        max_tokens: int = 64,
+        cancel: CancellationToken | None = None,
+    ) -> Completion:
+        """Complete `text` (the buffer of `path`) at character `offset`."""
+        started = time.monotonic()
+        prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
+        line_start = text.rfind("\n", 0, offset) + 1
+        line_end = text.find("\n", offset)
+        cursor = CursorContext(
+            text[line_start:offset], text[offset : None if line_end < 0 else line_end]
+        )
+        config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
+        result = self.engine.complete(self.engine.encode_prompt(prompt.segments), config, cancel)
+        latency = (time.monotonic() - started) * 1000
+        return Completion(finalize(result.text, cursor), prompt, result, latency)
+
+    def prompt(
+        self,
+        path: Path,
+        text: str,
+        offset: int,
+        *,
+        workspace: Path | None = None,
+        use_context: bool = True,
+    ) -> Prompt:
+        """The prompt for a cursor; raises CompletionRefused for files that must stay local."""
+        rules = self.workspaces.rules
+        repo = self.workspaces.get(workspace or workspace_root(path)) if use_context else None
+        relative = repo.index.relative_path(path) if repo is not None else None
+        name = relative or path.name
+        if is_secret_path(name, rules):
+            raise CompletionRefused(f"{name}: secret file; nothing is sent to a model")
+        if (
+            repo is not None
+            and relative is not None
+            and path.exists()
+            and relative not in repo.index
+        ):
+            raise CompletionRefused(f"{relative}: excluded by .gitignore or the workspace rules")
+        # Redact each side separately so that the cursor offset stays meaningful.
+        before, after = redact_secrets(text[:offset]), redact_secrets(text[offset:])
+        count = self.engine.count_tokens
+        if repo is None or relative is None:
+            return build_prompt(name, before + after, len(before), count, self.budget)
+        repo.index.set_buffer(relative, text)
+        pieces = repo.context_for(relative, count, self.budget.repo_tokens)
+        return build_prompt(
+            relative,
+            before + after,
+            len(before),
+            count,
+            self.budget,
+            repo_name=repo.index.name,
+            context=pieces,
+        )
