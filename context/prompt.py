@@ -82,30 +82,32 @@ class Prompt:
 
 
 def select_context(
-    candidates: Sequence[tuple[str, str, Callable[[], str]]],
+    candidates: Sequence[tuple[str, str, Callable[[int], str]]],
     count: TokenCounter,
     budget_tokens: int,
 ) -> list[ContextPiece]:
     """Pick repository files, most relevant first, until `budget_tokens` is spent.
 
     `candidates` are (path, full text, outline factory) in rank order; a file goes in whole when
-    it fits, else as its outline when that fits, else not at all. Each piece costs its text plus
-    the <|file_sep|> token.
+    it fits, else as its outline cut to the tokens left (the factory gets that budget), else not
+    at all. Each piece costs its text plus the <|file_sep|> token.
     """
     chosen: list[ContextPiece] = []
     left = budget_tokens
     for path, text, make_outline in candidates:
-        for piece in (ContextPiece(path, text), None):
-            if piece is None:
-                outline = make_outline()
-                if not outline.strip():
-                    break
-                piece = ContextPiece(path, outline, outlined=True)
+        piece = ContextPiece(path, text)
+        cost = count(piece.text()) + 1
+        if cost > left:
+            # What the outline may spend: the budget minus the path line, separators and slack
+            # for a merge across the joins.
+            room = left - count(f"{path}\n") - 4
+            outline = make_outline(room) if room > 0 else ""
+            piece = ContextPiece(path, outline, outlined=True)
             cost = count(piece.text()) + 1
-            if cost <= left:
-                chosen.append(piece)
-                left -= cost
-                break
+            if not outline.strip() or cost > left:
+                continue
+        chosen.append(piece)
+        left -= cost
     return chosen
 
 

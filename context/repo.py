@@ -109,7 +109,11 @@ class RepoContext:
                 if text is None:
                     continue
                 candidates.append(
-                    (path, text, lambda p=path, t=text: outline(p, t, used, count=count))
+                    (
+                        path,
+                        text,
+                        lambda room, p=path, t=text: outline(p, t, used, budget=room, count=count),
+                    )
                 )
             chosen = {
                 piece.path: piece for piece in select_context(candidates, count, budget_tokens)

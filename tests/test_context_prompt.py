@@ -79,7 +79,11 @@ def test_budgets_are_exact_and_never_exceeded(
     window_tokens = prefix_tokens + suffix_tokens + 64 + 64 + window_slack
     budget = PromptBudget(repo_tokens, prefix_tokens, suffix_tokens, 64, window_tokens)
     candidates = [
-        (f"mod_{i}.py", CODE[i * 500 : i * 500 + 700], lambda i=i: f"def function_{i}(value): ...")
+        (
+            f"mod_{i}.py",
+            CODE[i * 500 : i * 500 + 700],
+            lambda room, i=i: f"def function_{i}(value): ..."[: max(room, 0)],
+        )
         for i in range(8)
     ]
     context = select_context(candidates, count, budget.repo_tokens)
@@ -126,9 +130,9 @@ def test_select_context_prefers_whole_files_then_outlines() -> None:
         return len(text)
 
     candidates = [
-        ("a.py", "x" * 50, lambda: "a-outline"),
-        ("b.py", "y" * 500, lambda: "b-outline"),
-        ("c.py", "z" * 500, lambda: ""),
+        ("a.py", "x" * 50, lambda room: "a-outline"),
+        ("b.py", "y" * 500, lambda room: "b-outline"[:room]),
+        ("c.py", "z" * 500, lambda room: ""),
     ]
     chosen = select_context(candidates, count, 80)
     assert [(p.path, p.outlined) for p in chosen] == [("a.py", False), ("b.py", True)]
