@@ -6,7 +6,8 @@ Holes are punched in real multi-file packages that we did not write (installed o
 into a scratch workspace): in a line that calls a function the file imports from a sibling
 module, everything from the function's name to the end of the line is removed. Each hole is
 completed twice through the full pipeline (prompt + engine + post-processing): with repository
-context and with `--no-context`; exact match compares the completion with the removed text.
+context and with `--no-context`; exact match compares the completion's first line with the
+removed text (whitespace at the ends ignored).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pipeline = CompletionPipeline(LocalEngine.load(EngineOptions(model=args.model), progress=False))
     scores: dict[str, list[bool]] = {"context": [], "no-context": []}
+    answers: dict[str, str] = {}
     latency: dict[str, list[float]] = {"context": [], "no-context": []}
     for number, hole in enumerate(holes, 1):
         workspace = scratch / hole.path.relative_to(scratch).parts[0]
@@ -140,11 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                 use_context=mode == "context",
                 max_tokens=48,
             )
-            scores[mode].append(done.text.strip() == hole.expected.strip())
+            # Single-line holes: the first line of the answer is what is scored.
+            first_line = done.text.split("\n", 1)[0]
+            scores[mode].append(first_line.strip() == hole.expected.strip())
+            answers[mode] = done.text
             latency[mode].append(done.latency_ms)
         print(
             f"[{number}/{len(holes)}] {hole.expected!r}: "
-            f"context={scores['context'][-1]} no-context={scores['no-context'][-1]}",
+            f"context={answers['context']!r} no-context={answers['no-context']!r}",
             file=sys.stderr,
         )
     shutil.rmtree(scratch, ignore_errors=True)

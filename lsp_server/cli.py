@@ -121,6 +121,8 @@ def configure_logging(level: str, log_file: str | None) -> None:
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # pygls logs every message it sends at INFO: only useful when debugging the protocol.
+    logging.getLogger("pygls").setLevel(max(logging.getLevelName(level), logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,12 +140,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("model error", exc_info=True)
         print(f"coder-lsp: error: {exc}", file=sys.stderr)
         return 1
-    print(
-        "coder-lsp: the language server arrives with issue 4; "
-        "meanwhile use `coder-lsp models ...` or `coder-lsp complete ...`",
-        file=sys.stderr,
-    )
-    return 2
+    return _serve(args.tcp)
+
+
+def _serve(tcp: tuple[str, int] | None) -> int:
+    """Run the language server on stdio, or on TCP at (host, port)."""
+    from lsp_server.features import register_all
+    from lsp_server.server import CoderLanguageServer
+
+    server = CoderLanguageServer()
+    register_all(server)
+    if tcp is None:
+        server.start_io()
+    else:
+        server.start_tcp(*tcp)
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -35,6 +35,12 @@ class Completion:
     latency_ms: float
 
 
+def tokenizable(text: str) -> str:
+    """`text` with lone surrogates (undecodable bytes an editor passed through) replaced one
+    for one, so the tokenizer accepts it and offsets stay valid."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def workspace_root(path: Path) -> Path:
     """The git work tree holding `path`, else its folder."""
     folder = path.parent if not path.is_dir() else path
@@ -58,6 +64,11 @@ class Workspaces:
     rules: FileRules = field(default_factory=FileRules)
     _open: dict[Path, RepoContext] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def opened(self, root: Path) -> RepoContext | None:
+        """The repository context of `root` if it is already indexed."""
+        with self._lock:
+            return self._open.get(root.resolve())
 
     def get(self, root: Path) -> RepoContext:
         """The repository context of `root`, indexing it the first time."""
@@ -96,12 +107,9 @@ class CompletionPipeline:
     ) -> Completion:
         """Complete `text` (the buffer of `path`) at character `offset`."""
         started = time.monotonic()
+        text = tokenizable(text)
         prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
-        line_start = text.rfind("\n", 0, offset) + 1
-        line_end = text.find("\n", offset)
-        cursor = CursorContext(
-            text[line_start:offset], text[offset : None if line_end < 0 else line_end]
-        )
+        cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
         result = self.engine.complete(self.engine.encode_prompt(prompt.segments), config, cancel)
         latency = (time.monotonic() - started) * 1000
@@ -117,6 +125,7 @@ class CompletionPipeline:
         use_context: bool = True,
     ) -> Prompt:
         """The prompt for a cursor; raises CompletionRefused for files that must stay local."""
+        text = tokenizable(text)
         rules = self.workspaces.rules
         repo = self.workspaces.get(workspace or workspace_root(path)) if use_context else None
         relative = repo.index.relative_path(path) if repo is not None else None

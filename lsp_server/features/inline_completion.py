@@ -1,0 +1,22 @@
+"""textDocument/inlineCompletion (LSP 3.18): ghost text at the cursor."""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from lsp_server.server import CoderLanguageServer
+from lsp_server.suggest import suggest
+
+
+def register(server: CoderLanguageServer) -> None:
+    """Attach the inline completion handler."""
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION)
+    async def inline_completion(
+        ls: CoderLanguageServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList | None:
+        found = await suggest(ls, "inlineCompletion", params.text_document.uri, params.position)
+        if found is None:
+            return None
+        item = types.InlineCompletionItem(insert_text=found.text, range=found.range)
+        return types.InlineCompletionList(items=[item])

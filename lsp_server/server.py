@@ -1,0 +1,110 @@
+"""The language server object: its state (options, engine, workspaces, scheduler) and the
+background model load. Features live in lsp_server/features/, one module each."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.uris import to_fs_path
+
+from context.files import FileRules
+from lsp_server.debounce import DocumentScheduler
+from lsp_server.options import ServerOptions
+from lsp_server.pipeline import CompletionPipeline, Workspaces
+from runtime.engine import EngineOptions, LocalEngine
+
+logger = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+class EngineState(Enum):
+    """Where the model is: requests get an empty answer until READY."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class CoderProtocol(LanguageServerProtocol):
+    """pygls' protocol, except that a request whose params do not parse gets an error response
+    (pygls logs it and never answers, leaving the client waiting forever)."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """Parse one JSON object of a message; answer unparseable requests with the error."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            if "id" in data and "method" in data:
+                self._send_response(data["id"], error=error.to_response_error())
+            raise
+
+
+class CoderLanguageServer(LanguageServer):
+    """pygls server holding everything a request needs; handlers stay thin."""
+
+    def __init__(self) -> None:
+        super().__init__("coder-lsp", VERSION, protocol_cls=CoderProtocol)
+        self.options = ServerOptions()
+        self.option_problems: list[str] = []  # found at initialize, shown once initialized
+        self.state = EngineState.LOADING
+        self.state_detail = "not started"
+        self.pipeline: CompletionPipeline | None = None
+        self.workspaces = Workspaces()
+        self.folders: list[Path] = []
+        # Generation runs here; two workers so a new request can start while a cancelled one
+        # finishes its current step.
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="generate")
+        self.scheduler = DocumentScheduler(self.executor)
+        self.ready = threading.Event()
+        # Outcomes of completion requests (answered, empty, cancelled, superseded, stale, ...).
+        self.outcomes: Counter[str] = Counter()
+
+    def apply_options(self, options: ServerOptions) -> None:
+        """Adopt new settings (the model is loaded once; other settings apply at once)."""
+        self.options = options
+        rules = FileRules(extra_secret_globs=options.secret_globs)
+        if rules != self.workspaces.rules:
+            self.workspaces = Workspaces(rules)
+            if self.pipeline is not None:
+                self.pipeline.workspaces = self.workspaces
+        logging.getLogger().setLevel(options.log_level.upper())
+        logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    def load_engine(self) -> None:
+        """Prepare and open the model (blocking: call from a worker thread)."""
+        options = self.options
+        try:
+            engine = LocalEngine.load(
+                EngineOptions(
+                    model=options.model, precision=options.precision, provider=options.provider
+                ),
+                progress=False,
+            )
+        except Exception as error:  # any failure must leave a usable (empty-answering) server
+            self.state, self.state_detail = EngineState.FAILED, str(error)
+            logger.exception("model %s failed to load", options.model)
+            return
+        self.pipeline = CompletionPipeline(engine, self.workspaces)
+        self.state, self.state_detail = EngineState.READY, options.model
+        self.ready.set()
+
+    def folder_of(self, uri: str) -> Path | None:
+        """The workspace folder holding the document at `uri`, if any."""
+        path = to_fs_path(uri)
+        if path is None:
+            return None
+        resolved = Path(path).resolve()
+        for folder in self.folders:
+            if resolved.is_relative_to(folder):
+                return folder
+        return None

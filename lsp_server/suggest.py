@@ -1,0 +1,112 @@
+"""What inline completion and the completion fallback share: validate the request, snapshot the
+document, debounce per document, run the pipeline off the event loop, drop stale results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsprotocol import types
+from pygls.uris import to_fs_path
+
+from lsp_server.debounce import Superseded
+from lsp_server.pipeline import Completion, CompletionRefused
+from lsp_server.server import CoderLanguageServer, EngineState
+from runtime.generate import CancellationToken
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Text to insert at `range` (empty range = insert at the cursor)."""
+
+    text: str
+    range: types.Range
+
+
+def _offset(lines: list[str], position: types.Position) -> int | None:
+    """Character offset of an LSP position (UTF-16 columns); None when outside the text."""
+    if not 0 <= position.line < len(lines):
+        return None
+    line = lines[position.line]
+    encoded = line.encode("utf-16-le")
+    if not 0 <= position.character <= len(encoded) // 2:
+        return None
+    column = len(encoded[: 2 * position.character].decode("utf-16-le", errors="ignore"))
+    return sum(len(item) + 1 for item in lines[: position.line]) + column
+
+
+async def suggest(
+    ls: CoderLanguageServer, method: str, uri: str, position: types.Position
+) -> Suggestion | None:
+    """The suggestion for a cursor, or None when there is nothing (useful) to offer."""
+    if ls.state is not EngineState.READY or ls.pipeline is None:
+        logger.info("%s: model %s, answering empty", method, ls.state.value)
+        ls.outcomes["not ready"] += 1
+        return None
+    document = ls.workspace.get_text_document(uri)
+    if not ls.options.language_enabled(document.language_id or ""):
+        return None
+    text, version = document.source, document.version
+    offset = _offset(text.split("\n"), position)
+    if offset is None:
+        logger.info("%s: position %s is outside %s", method, position, uri)
+        ls.outcomes["bad position"] += 1
+        return None
+    fs_path = to_fs_path(uri)
+    path = Path(fs_path) if fs_path is not None else Path(uri.rsplit("/", 1)[-1])
+    folder = ls.folder_of(uri)
+    pipeline, options = ls.pipeline, ls.options
+    started = time.monotonic()
+
+    def work(cancel: CancellationToken) -> Completion:
+        return pipeline.complete(
+            path,
+            text,
+            offset,
+            workspace=folder,
+            use_context=options.use_context and folder is not None,
+            max_tokens=options.max_tokens,
+            cancel=cancel,
+        )
+
+    try:
+        done = await ls.scheduler.run(uri, options.debounce_ms / 1000, work)
+    except Superseded:
+        logger.info("%s: superseded by a newer request for %s", method, uri)
+        ls.outcomes["superseded"] += 1
+        return None
+    except CompletionRefused as error:
+        logger.info("%s: %s", method, error)
+        ls.outcomes["refused"] += 1
+        return None
+    except asyncio.CancelledError:
+        logger.info("%s: cancelled by the client", method)
+        ls.outcomes["cancelled"] += 1
+        raise
+    if ls.workspace.get_text_document(uri).version != version:
+        logger.info("%s: document changed during generation; result dropped", method)
+        ls.outcomes["stale"] += 1
+        return None
+    result = done.result
+    logger.info(
+        "%s %s: %d ms (prompt %d tok, cached %d, prefill %.0f ms, decode %.0f ms, %d tok, %s)",
+        method,
+        uri,
+        (time.monotonic() - started) * 1000,
+        result.prompt_tokens,
+        result.cached_tokens,
+        result.prefill_ms,
+        result.decode_ms,
+        result.generated_tokens,
+        result.finish_reason,
+    )
+    if result.finish_reason == "cancelled" or not done.text:
+        ls.outcomes["cancelled" if result.finish_reason == "cancelled" else "empty"] += 1
+        return None
+    ls.outcomes["answered"] += 1
+    return Suggestion(done.text, types.Range(position, position))

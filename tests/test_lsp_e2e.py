@@ -1,0 +1,197 @@
+"""The language server end to end: the real server process over stdio, the real 0.5B model,
+driven by pytest-lsp with the capabilities of real editors."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+MODEL = "qwen2.5-coder-0.5b"
+SERVER = [sys.executable, "-m", "lsp_server", "--log-level", "INFO"]
+CALC = "def add(a, b):\n    '''Return the sum of a and b.'''\n    return \n"
+LONG = "def describe_every_planet():\n"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with one Python module."""
+    root = tmp_path_factory.mktemp("lsp-ws")
+    (root / "calc.py").write_text(CALC)
+    return root
+
+
+async def execute(client: LanguageClient, command: str) -> Any:
+    """Run a workspace command and return its result."""
+    return await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=command, arguments=[])
+    )
+
+
+async def wait_ready(client: LanguageClient, timeout_s: float = 600) -> None:
+    """Poll the server's status command until the model is loaded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        status = await execute(client, "coderLsp.status")
+        if status["state"] == "ready":
+            return
+        assert status["state"] == "loading", status
+        await asyncio.sleep(0.5)
+    raise AssertionError("the model did not load in time")
+
+
+async def send_raw(client: LanguageClient, method: str, params: Any) -> Any:
+    """Send a request whose params the client's own types would refuse (a broken client)."""
+    msg_id = f"raw-{uuid.uuid4()}"
+    future: Future[Any] = Future()
+    client.protocol._request_futures[msg_id] = future
+    client.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+    return await asyncio.wrap_future(future)
+
+
+def open_document(client: LanguageClient, uri: str, text: str, version: int = 1) -> None:
+    """didOpen a Python document."""
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri=uri, language_id="python", version=version, text=text)
+        )
+    )
+
+
+def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+    """inlineCompletion at a position, invoked automatically (as typing does)."""
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+        ),
+    )
+
+
+@pytest_lsp.fixture(
+    params=["neovim", "visual_studio_code"],
+    config=ClientServerConfig(server_command=SERVER),
+    scope="module",
+)
+async def client(request: pytest.FixtureRequest, lsp_client: LanguageClient, workspace: Path):
+    """A client with the given editor's capabilities, initialized against the workspace."""
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities(request.param),
+            workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name="lsp-ws")],
+            initialization_options={"model": MODEL, "debounceMs": 0, "maxTokens": 48},
+        )
+    )
+    await wait_ready(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_inline_completion_fills_the_hole(client: LanguageClient, workspace: Path) -> None:
+    uri = (workspace / "calc.py").as_uri()
+    open_document(client, uri, CALC)
+    result = await client.text_document_inline_completion_async(inline_params(uri, 2, 11))
+    assert result is not None
+    items = result.items if isinstance(result, types.InlineCompletionList) else result
+    assert len(items) == 1
+    assert items[0].insert_text.replace(" ", "") == "a+b"
+    assert items[0].range == types.Range(types.Position(2, 11), types.Position(2, 11))
+
+
+async def test_completion_fallback(client: LanguageClient, workspace: Path) -> None:
+    uri = (workspace / "calc.py").as_uri()
+    open_document(client, uri, CALC, version=2)
+    result = await client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=2, character=11),
+        )
+    )
+    assert isinstance(result, types.CompletionList)
+    (item,) = result.items
+    assert isinstance(item.text_edit, types.TextEdit)
+    assert item.text_edit.new_text.replace(" ", "") == "a+b"
+    assert item.text_edit.range.start == types.Position(2, 11)
+
+
+async def test_cancel_request_stops_generation(client: LanguageClient, workspace: Path) -> None:
+    uri = (workspace / "long.py").as_uri()
+    open_document(client, uri, LONG)
+    before = (await execute(client, "coderLsp.status"))["outcomes"].get("cancelled", 0)
+    future = client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 0), msg_id="cancel-me"
+    )
+    await asyncio.sleep(0.3)  # generation has started (no debounce in this session)
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wrap_future(future)
+    status = await execute(client, "coderLsp.status")
+    assert status["outcomes"].get("cancelled", 0) == before + 1
+    # The server still answers.
+    calc = (workspace / "calc.py").as_uri()
+    assert await client.text_document_inline_completion_async(inline_params(calc, 2, 11))
+
+
+async def test_newer_request_supersedes_older(client: LanguageClient, workspace: Path) -> None:
+    uri = (workspace / "long.py").as_uri()
+    first = client.text_document_inline_completion_async(inline_params(uri, 1, 0))
+    second = client.text_document_inline_completion_async(inline_params(uri, 1, 0))
+    older, newer = await asyncio.gather(first, second)
+    assert older is None
+    assert newer is not None
+
+
+@pytest.mark.parametrize(
+    "line, character", [(99, 0), (2, 500), (-1, 0)], ids=["line", "column", "negative"]
+)
+async def test_positions_outside_the_document_are_empty(
+    client: LanguageClient, workspace: Path, line: int, character: int
+) -> None:
+    uri = (workspace / "calc.py").as_uri()
+    open_document(client, uri, CALC, version=3)
+    params = {
+        "textDocument": {"uri": uri},
+        "position": {"line": line, "character": character},
+        "context": {"triggerKind": 2},
+    }
+    try:
+        result = await send_raw(client, types.TEXT_DOCUMENT_INLINE_COMPLETION, params)
+    except Exception as error:  # a JSON-RPC error is acceptable; a crash is not
+        assert "position" in str(error).lower() or "invalid" in str(error).lower(), error
+    else:
+        assert result is None
+    assert (await execute(client, "coderLsp.status"))["state"] == "ready"
+
+
+async def test_malformed_params_get_an_error(client: LanguageClient) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - any JSON-RPC error; the point is no crash
+        await send_raw(client, types.TEXT_DOCUMENT_INLINE_COMPLETION, {"textDocument": 42})
+    assert (await execute(client, "coderLsp.status"))["state"] == "ready"
+
+
+async def test_surrogates_and_huge_documents_never_crash(
+    client: LanguageClient, workspace: Path
+) -> None:
+    odd = (workspace / "odd.py").as_uri()
+    open_document(client, odd, "name = '\udcff\udcfe'\nvalue = \n")
+    result = await client.text_document_inline_completion_async(inline_params(odd, 1, 8))
+    assert result is None or isinstance(result, types.InlineCompletionList)
+    huge = (workspace / "huge.py").as_uri()
+    body = "x = 1\n" * (10 * 1024 * 1024 // 6)
+    open_document(client, huge, body + "def f():\n    return \n")
+    last = body.count("\n") + 1
+    result = await client.text_document_inline_completion_async(inline_params(huge, last, 11))
+    assert result is None or isinstance(result, types.InlineCompletionList)
+    assert (await execute(client, "coderLsp.status"))["state"] == "ready"
