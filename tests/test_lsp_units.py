@@ -12,7 +12,6 @@ from lsp_server.debounce import DocumentScheduler, Superseded
 from lsp_server.options import ServerOptions, parse_options
 from runtime.generate import CancellationToken
 
-
 # What VS Code sends for workspace/didChangeConfiguration with a "coderLsp" settings section.
 VSCODE_SETTINGS = {
     "coderLsp": {"maxTokens": 32, "languages": ["python", "go"], "logLevel": "debug"}
