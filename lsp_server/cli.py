@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     commands.add_parser("stdio", help="run the language server on stdin/stdout (the default)")
+    commands.add_parser("stats", help="acceptance of suggestions, per language and context source")
 
     complete = commands.add_parser(
         "complete", help="complete at FILE:LINE:COL (1-based) and print the result"
@@ -132,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _models(args)
+        if args.command == "stats":
+            from lsp_server.feedback import FeedbackStats, format_table
+
+            print(format_table(FeedbackStats().counts))
+            return 0
         if args.command == "complete":
             from lsp_server.complete_cli import run_complete
 

@@ -18,6 +18,7 @@ from pygls.uris import to_fs_path
 
 from context.files import FileRules
 from lsp_server.debounce import DocumentScheduler
+from lsp_server.feedback import FeedbackStats
 from lsp_server.options import ServerOptions
 from lsp_server.pipeline import CompletionPipeline, Workspaces
 from runtime.engine import EngineOptions, LocalEngine
@@ -68,6 +69,7 @@ class CoderLanguageServer(LanguageServer):
         self.ready = threading.Event()
         # Outcomes of completion requests (answered, empty, cancelled, superseded, stale, ...).
         self.outcomes: Counter[str] = Counter()
+        self.feedback = FeedbackStats()
 
     def apply_options(self, options: ServerOptions) -> None:
         """Adopt new settings (the model is loaded once; other settings apply at once)."""

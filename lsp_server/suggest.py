@@ -26,6 +26,8 @@ class Suggestion:
 
     text: str
     range: types.Range
+    language: str
+    source: str  # "repository" when other files were in the prompt, else "in-file"
 
 
 def _offset(lines: list[str], position: types.Position) -> int | None:
@@ -109,4 +111,7 @@ async def suggest(
         ls.outcomes["cancelled" if result.finish_reason == "cancelled" else "empty"] += 1
         return None
     ls.outcomes["answered"] += 1
-    return Suggestion(done.text, types.Range(position, position))
+    source = "repository" if len(done.prompt.files) > 1 else "in-file"
+    return Suggestion(
+        done.text, types.Range(position, position), document.language_id or "", source
+    )

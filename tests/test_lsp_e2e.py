@@ -4,7 +4,9 @@ driven by pytest-lsp with the capabilities of real editors."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,6 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 MODEL = "qwen2.5-coder-0.5b"
 SERVER = [sys.executable, "-m", "lsp_server", "--log-level", "INFO"]
+# Keep the user's acceptance statistics out of the tests.
+STATS = Path(tempfile.gettempdir()) / f"coder-lsp-test-stats-{os.getpid()}.json"
 CALC = "def add(a, b):\n    '''Return the sum of a and b.'''\n    return \n"
 LONG = "def describe_every_planet():\n"
 
@@ -82,7 +86,9 @@ def inline_params(uri: str, line: int, character: int) -> types.InlineCompletion
 
 @pytest_lsp.fixture(
     params=["neovim", "visual_studio_code"],
-    config=ClientServerConfig(server_command=SERVER),
+    config=ClientServerConfig(
+        server_command=SERVER, server_env={**os.environ, "CODER_LSP_STATS": str(STATS)}
+    ),
     scope="module",
 )
 async def client(request: pytest.FixtureRequest, lsp_client: LanguageClient, workspace: Path):
@@ -108,6 +114,31 @@ async def test_inline_completion_fills_the_hole(client: LanguageClient, workspac
     assert len(items) == 1
     assert items[0].insert_text.replace(" ", "") == "a+b"
     assert items[0].range == types.Range(types.Position(2, 11), types.Position(2, 11))
+
+
+async def test_feedback_is_counted_per_language_and_source(
+    client: LanguageClient, workspace: Path
+) -> None:
+    uri = (workspace / "calc.py").as_uri()
+    open_document(client, uri, CALC, version=5)
+    result = await client.text_document_inline_completion_async(inline_params(uri, 2, 11))
+    assert isinstance(result, types.InlineCompletionList)
+    (item,) = result.items
+    assert item.command is not None and item.command.arguments
+    before = (await execute(client, "coderLsp.status"))["feedback"]["language"].get("python", {})
+    raw_item = client.protocol._converter.unstructure(item)
+    client.protocol.notify("textDocument/didShowCompletion", {"item": raw_item})
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=item.command.command, arguments=item.command.arguments)
+    )
+    client.protocol.notify(
+        "textDocument/didPartiallyAcceptCompletion", {"item": raw_item, "acceptedLength": 2}
+    )
+    after = (await execute(client, "coderLsp.status"))["feedback"]["language"]["python"]
+    for event in ("shown", "accepted", "partial"):
+        assert after[event] == before.get(event, 0) + 1
+    # The workspace holds calc.py alone, so the prompt had no other files in it.
+    assert "in-file" in (await execute(client, "coderLsp.status"))["feedback"]["source"]
 
 
 async def test_completion_fallback(client: LanguageClient, workspace: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,19 @@ async def test_documents_do_not_interfere(scheduler: DocumentScheduler) -> None:
     a = scheduler.run("a", 0.02, lambda token: "a")
     b = scheduler.run("b", 0.02, lambda token: "b")
     assert await asyncio.gather(a, b) == ["a", "b"]
+
+
+def test_feedback_counts_persist_and_ignore_unknown_ids(tmp_path: Path) -> None:
+    from lsp_server.feedback import FeedbackStats, Shown, format_table
+
+    stats = FeedbackStats(tmp_path / "stats.json")
+    first = stats.track(Shown("python", "repository", 12))
+    second = stats.track(Shown("go", "in-file", 3))
+    assert stats.record(first, "shown") and stats.record(first, "accepted")
+    assert stats.record(second, "shown")
+    assert not stats.record("unknown", "shown") and not stats.record(first, "clicked")
+    reloaded = FeedbackStats(tmp_path / "stats.json")
+    assert reloaded.counts["language"]["python"] == {"shown": 1, "accepted": 1, "partial": 0}
+    assert reloaded.counts["source"]["in-file"]["shown"] == 1
+    table = format_table(reloaded.counts)
+    assert "python" in table and "100%" in table and "0%" in table

@@ -1,4 +1,11 @@
-"""workspace/executeCommand: `coderLsp.status` (model state, for clients and health checks)."""
+"""Commands and feedback notifications.
+
+- `coderLsp.status`: model state and request outcomes (for clients and health checks);
+- `coderLsp.didAcceptCompletion <id>`: the command every inline item carries, run on accept;
+- `textDocument/didShowCompletion {item}` and
+  `textDocument/didPartiallyAcceptCompletion {item, acceptedLength}`: Copilot's notification
+  shapes, counted per language and per context source (see `coder-lsp stats`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,23 @@ from typing import Any
 from lsp_server.server import CoderLanguageServer
 
 STATUS = "coderLsp.status"
+ACCEPT = "coderLsp.didAcceptCompletion"
+DID_SHOW = "textDocument/didShowCompletion"
+DID_PARTIALLY_ACCEPT = "textDocument/didPartiallyAcceptCompletion"
+
+
+def _suggestion_id(params: Any) -> str | None:
+    """The id in an item's accept command, from a notification's raw params."""
+    item = params.get("item") if isinstance(params, dict) else getattr(params, "item", None)
+    command = item.get("command") if isinstance(item, dict) else getattr(item, "command", None)
+    arguments = (
+        command.get("arguments")
+        if isinstance(command, dict)
+        else getattr(command, "arguments", None)
+    )
+    if isinstance(arguments, list) and arguments and isinstance(arguments[0], str):
+        return arguments[0]
+    return None
 
 
 def register(server: CoderLanguageServer) -> None:
@@ -20,4 +44,22 @@ def register(server: CoderLanguageServer) -> None:
             "model": ls.options.model,
             "folders": [str(folder) for folder in ls.folders],
             "outcomes": dict(ls.outcomes),
+            "feedback": ls.feedback.counts,
         }
+
+    @server.command(ACCEPT)
+    def accepted(ls: CoderLanguageServer, *args: Any) -> None:
+        if args and isinstance(args[0], str):
+            ls.feedback.record(args[0], "accepted")
+
+    @server.feature(DID_SHOW)
+    def did_show(ls: CoderLanguageServer, params: Any) -> None:
+        suggestion_id = _suggestion_id(params)
+        if suggestion_id is not None:
+            ls.feedback.record(suggestion_id, "shown")
+
+    @server.feature(DID_PARTIALLY_ACCEPT)
+    def did_partially_accept(ls: CoderLanguageServer, params: Any) -> None:
+        suggestion_id = _suggestion_id(params)
+        if suggestion_id is not None:
+            ls.feedback.record(suggestion_id, "partial")

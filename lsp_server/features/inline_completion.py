@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from lsp_server.features.commands import ACCEPT
+from lsp_server.feedback import Shown
 from lsp_server.server import CoderLanguageServer
 from lsp_server.suggest import suggest
 
@@ -18,5 +20,14 @@ def register(server: CoderLanguageServer) -> None:
         found = await suggest(ls, "inlineCompletion", params.text_document.uri, params.position)
         if found is None:
             return None
-        item = types.InlineCompletionItem(insert_text=found.text, range=found.range)
+        shown = Shown(found.language, found.source, len(found.text))
+        suggestion_id = ls.feedback.track(shown)
+        item = types.InlineCompletionItem(
+            insert_text=found.text,
+            range=found.range,
+            # Runs when the user accepts the item: how acceptance is counted.
+            command=types.Command(
+                title="coder-lsp: accepted", command=ACCEPT, arguments=[suggestion_id]
+            ),
+        )
         return types.InlineCompletionList(items=[item])
