@@ -17,6 +17,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
 from context.files import FileRules
+from context.prompt import PromptBudget
 from lsp_server.debounce import DocumentScheduler
 from lsp_server.feedback import FeedbackStats
 from lsp_server.options import ServerOptions
@@ -74,6 +75,8 @@ class CoderLanguageServer(LanguageServer):
     def apply_options(self, options: ServerOptions) -> None:
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
         self.options = options
+        if self.pipeline is not None:
+            self.pipeline.budget = self.prompt_budget()
         rules = FileRules(extra_secret_globs=options.secret_globs)
         if rules != self.workspaces.rules:
             self.workspaces = Workspaces(rules)
@@ -81,6 +84,12 @@ class CoderLanguageServer(LanguageServer):
                 self.pipeline.workspaces = self.workspaces
         logging.getLogger().setLevel(options.log_level.upper())
         logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    def prompt_budget(self) -> PromptBudget:
+        """Token quotas from the settings."""
+        return PromptBudget(
+            repo_tokens=self.options.context_budget, output_tokens=self.options.max_tokens
+        )
 
     def load_engine(self) -> None:
         """Prepare and open the model (blocking: call from a worker thread)."""
@@ -96,7 +105,7 @@ class CoderLanguageServer(LanguageServer):
             self.state, self.state_detail = EngineState.FAILED, str(error)
             logger.exception("model %s failed to load", options.model)
             return
-        self.pipeline = CompletionPipeline(engine, self.workspaces)
+        self.pipeline = CompletionPipeline(engine, self.workspaces, self.prompt_budget())
         self.state, self.state_detail = EngineState.READY, options.model
         self.ready.set()
 
