@@ -126,6 +126,7 @@ def complete_one(
     output: dict[str, Any] = {
         "id": request.id,
         "completion": done.text,
+        "replace_chars": done.replace_chars,
         "latency_ms": round((time.monotonic() - started) * 1000, 1),
         "prompt_tokens": result.prompt_tokens,
         "cached_tokens": result.cached_tokens,

@@ -14,7 +14,7 @@ from context.files import FileRules, is_secret_path, redact_secrets
 from context.index import WorkspaceIndex
 from context.prompt import Prompt, PromptBudget, build_prompt
 from context.repo import RepoContext
-from lsp_server.postprocess import CursorContext, finalize, stop_rule
+from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
 
@@ -29,7 +29,8 @@ class CompletionRefused(Exception):
 class Completion:
     """What a request produced and what it cost."""
 
-    text: str
+    text: str  # what to insert at the cursor ("" when nothing is worth showing)
+    replace_chars: int  # characters after the cursor the text replaces (auto-closed brackets)
     prompt: Prompt
     result: GenerationResult
     latency_ms: float
@@ -113,7 +114,10 @@ class CompletionPipeline:
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
         result = self.engine.complete(self.engine.encode_prompt(prompt.segments), config, cancel)
         latency = (time.monotonic() - started) * 1000
-        return Completion(finalize(result.text, cursor), prompt, result, latency)
+        shown = postprocess(result.text, cursor)
+        if shown is None:
+            return Completion("", 0, prompt, result, latency)
+        return Completion(shown.text, shown.replace_suffix_chars, prompt, result, latency)
 
     def prompt(
         self,

@@ -491,9 +491,3 @@ def postprocess(text: str, context: CursorContext) -> Suggestion | None:
         if not suggestion.text:
             return None
     return _with(suggestion, suggestion.text.replace("\n", context.eol))
-
-
-def finalize(text: str, context: CursorContext) -> str:
-    """The text to insert (for the CLI): `postprocess`'s text, or "" when there is none."""
-    suggestion = postprocess(text, context)
-    return suggestion.text if suggestion is not None else ""

@@ -112,6 +112,7 @@ async def suggest(
         return None
     ls.outcomes["answered"] += 1
     source = "repository" if len(done.prompt.files) > 1 else "in-file"
-    return Suggestion(
-        done.text, types.Range(position, position), document.language_id or "", source
-    )
+    # The range covers the auto-closed characters the text replaces, in UTF-16 units.
+    replaced = text[offset : offset + done.replace_chars].encode("utf-16-le")
+    end = types.Position(position.line, position.character + len(replaced) // 2)
+    return Suggestion(done.text, types.Range(position, end), document.language_id or "", source)

@@ -141,6 +141,23 @@ async def test_feedback_is_counted_per_language_and_source(
     assert "in-file" in (await execute(client, "coderLsp.status"))["feedback"]["source"]
 
 
+async def test_auto_closed_brackets_are_replaced_not_doubled(
+    client: LanguageClient, workspace: Path
+) -> None:
+    uri = (workspace / "larger.js").as_uri()
+    text = "function larger(a, b) {\n  return Math.max()\n}\n"
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "javascript", 1, text))
+    )
+    result = await client.text_document_inline_completion_async(inline_params(uri, 1, 18))
+    assert isinstance(result, types.InlineCompletionList)
+    (item,) = result.items
+    line = text.split("\n")[1]
+    start, end = item.range.start.character, item.range.end.character
+    edited = line[:start] + item.insert_text + line[end:]
+    assert edited.count("(") == edited.count(")"), edited
+
+
 async def test_completion_fallback(client: LanguageClient, workspace: Path) -> None:
     uri = (workspace / "calc.py").as_uri()
     open_document(client, uri, CALC, version=2)

@@ -23,7 +23,6 @@ from lsp_server.postprocess import (
     drop_repetition,
     drop_suffix_echo,
     drop_trivial,
-    finalize,
     fix_block_indentation,
     keep_valid_syntax,
     limit_scope,
@@ -97,7 +96,7 @@ def test_context_at_the_end_of_a_file_without_newline() -> None:
 def test_context_without_document_still_works_for_the_two_field_form() -> None:
     cursor = CursorContext("    return ", "")
     assert cursor.language is None and cursor.previous_line() is None
-    assert finalize("a + b\n\ndef other():", cursor) == "a + b"
+    assert postprocess("a + b\n\ndef other():", cursor) == Suggestion("a + b")
 
 
 # --- stop_rule (used during generation) ----------------------------------------------------
@@ -228,9 +227,3 @@ def test_the_rules_run_in_the_documented_order() -> None:
         "keep_valid_syntax",
         "drop_trivial",
     ]
-
-
-def test_finalize_is_the_text_of_postprocess() -> None:
-    cursor = context("a.js", "const n = parseInt(", ")\n")
-    assert finalize("text, 10) || 0", cursor) == "text, 10) || 0"
-    assert finalize("   ", cursor) == ""
