@@ -20,6 +20,7 @@ from runtime.generate import (
 )
 from runtime.kv_cache import PrefixCache
 from runtime.session import SessionOptions, create_session, device_of
+from runtime.speculative import SpeculationState, speculative_generate
 from runtime.tokenizer import QwenTokenizer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,13 @@ class EngineOptions:
     provider: str = "auto"
     threads: int = 0
     context_window: int = 4096  # KV capacity of one cached sequence, in tokens
-    cache_bytes: int = 1 << 30  # budget of all cached sequences together
+    cache_bytes: int = 1 << 30  # budget of all cached sequences together (per model)
+    # Speculative decoding: a draft model name (e.g. models.DEFAULT_DRAFT) and/or prompt lookup.
+    draft_model: str | None = None
+    lookup: bool = False
+    max_draft: int = 4
+    # A cold request whose prompt the draft cache lacks more of than this skips the draft model.
+    max_draft_catch_up: int | None = None
 
 
 class Engine(Protocol):
@@ -75,6 +82,7 @@ class LocalEngine:
         tokenizer: QwenTokenizer,
         options: EngineOptions,
         device: str = "cpu",
+        draft: ModelRunner | None = None,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -82,6 +90,16 @@ class LocalEngine:
         self.cache = PrefixCache(
             runner.config, options.context_window, options.cache_bytes, device=device
         )
+        self.draft = draft
+        self.draft_cache = (
+            None
+            if draft is None
+            else PrefixCache(
+                draft.config, options.context_window, options.cache_bytes, device=device
+            )
+        )
+        # Acceptance learned across requests steers the draft length of the next ones.
+        self.speculation = SpeculationState.initial(options.max_draft)
         self._lock = threading.Lock()
 
     @classmethod
@@ -93,8 +111,14 @@ class LocalEngine:
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)
         runner = ModelRunner(session, prepared.config)
+        draft = None
+        if options.draft_model is not None:
+            draft_prepared = models.prepare(options.draft_model, options.precision, progress)
+            draft_session = create_session(draft_prepared.onnx_path, session_options)
+            draft = ModelRunner(draft_session, draft_prepared.config)
         logger.info("model %s ready in %.2f s", options.model, time.monotonic() - started)
-        return cls(runner, tokenizer, options, device=device_of(session.get_providers()))
+        device = device_of(session.get_providers())
+        return cls(runner, tokenizer, options, device=device, draft=draft)
 
     @property
     def config(self) -> ModelConfig:
@@ -128,7 +152,25 @@ class LocalEngine:
             raise ValueError(f"prompt of {len(prompt)} tokens exceeds the window of {limit}")
         with self._lock:
             kv, _ = self.cache.acquire(prompt)
-            result = generate(self.runner, self.tokenizer, kv, prompt, config, cancel, on_text)
+            if self.draft is None and not self.options.lookup:
+                result = generate(self.runner, self.tokenizer, kv, prompt, config, cancel, on_text)
+            else:
+                draft_kv = None if self.draft_cache is None else self.draft_cache.acquire(prompt)[0]
+                result = speculative_generate(
+                    self.runner,
+                    self.draft,
+                    self.tokenizer,
+                    kv,
+                    draft_kv,
+                    prompt,
+                    config,
+                    cancel,
+                    on_text,
+                    lookup=self.options.lookup,
+                    max_draft=self.options.max_draft,
+                    state=self.speculation,
+                    max_draft_catch_up=self.options.max_draft_catch_up,
+                )
         logger.info(
             "generated %d tokens (%s): prompt %d, cached %d, prefill %.0f ms, decode %.0f ms",
             result.generated_tokens,
@@ -138,4 +180,6 @@ class LocalEngine:
             result.prefill_ms,
             result.decode_ms,
         )
+        if result.extra:
+            logger.info("speculation: %s", result.extra)
         return result

@@ -127,19 +127,39 @@ class ModelRunner:
         return binding.get_outputs()[0].numpy()[0]  # [keep, V]
 
 
+def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax of logits [V] / temperature, in float64."""
+    scaled = logits.astype(np.float64) / temperature
+    probabilities = np.exp(scaled - scaled.max())
+    probabilities /= probabilities.sum()
+    return probabilities
+
+
+def nucleus(probabilities: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest set of tokens whose mass reaches top_p (at least one): ids, renormalized p."""
+    order = np.argsort(-probabilities)
+    cumulative = np.cumsum(probabilities[order])
+    keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+    return keep, probabilities[keep] / probabilities[keep].sum()
+
+
+def token_distribution(logits: np.ndarray, config: GenerationConfig) -> np.ndarray:
+    """The full [V] distribution `sample_token` draws from when temperature > 0."""
+    probabilities = scaled_probabilities(logits, config.temperature)
+    if config.top_p < 1.0:
+        keep, kept = nucleus(probabilities, config.top_p)
+        probabilities = np.zeros_like(probabilities)
+        probabilities[keep] = kept
+    return probabilities
+
+
 def sample_token(logits: np.ndarray, config: GenerationConfig, rng: np.random.Generator) -> int:
     """Greedy argmax, or temperature + nucleus (top-p) sampling, from logits [V]."""
     if config.temperature <= 0:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / config.temperature
-    probabilities = np.exp(scaled - scaled.max())
-    probabilities /= probabilities.sum()
+    probabilities = scaled_probabilities(logits, config.temperature)
     if config.top_p < 1.0:
-        order = np.argsort(-probabilities)
-        cumulative = np.cumsum(probabilities[order])
-        # Keep the smallest set whose mass reaches top_p (always at least one token).
-        keep = order[: int(np.searchsorted(cumulative, config.top_p)) + 1]
-        kept = probabilities[keep] / probabilities[keep].sum()
+        keep, kept = nucleus(probabilities, config.top_p)
         return int(rng.choice(keep, p=kept))
     return int(rng.choice(len(probabilities), p=probabilities))
 
@@ -171,6 +191,93 @@ class StopChecker:
         return min(hits) if hits else None
 
 
+def interruption_check(
+    cancel: CancellationToken | None, deadline: float | None
+) -> Callable[[], str | None]:
+    """A function returning "cancelled" / "deadline" once generation must stop, else None."""
+
+    def interrupted() -> str | None:
+        if cancel is not None and cancel.cancelled:
+            return "cancelled"
+        if deadline is not None and time.monotonic() > deadline:
+            return "deadline"
+        return None
+
+    return interrupted
+
+
+def reuse_prefix(cache: KVCache, prompt: Sequence[int]) -> int:
+    """Truncate `cache` to its prefix shared with `prompt`, leaving >= 1 prompt token to feed."""
+    cached = cache.common_prefix(prompt)
+    if cached == len(prompt):
+        # The whole prompt is cached, but we need its last logits: recompute one position.
+        cached -= 1
+    cache.truncate(cached)
+    return cached
+
+
+def prefill(
+    runner: ModelRunner,
+    cache: KVCache,
+    tokens: Sequence[int],
+    interrupted: Callable[[], str | None],
+) -> np.ndarray | str:
+    """Feed `tokens` (at least one) in chunks; the last logits [1, V], or why it was interrupted."""
+    pending = list(tokens)
+    logits: np.ndarray | None = None
+    while pending:
+        reason = interrupted()
+        if reason:
+            return reason
+        chunk, pending = pending[:PREFILL_CHUNK], pending[PREFILL_CHUNK:]
+        logits = runner.forward(cache, chunk)
+    assert logits is not None, "at least one token is always fed"
+    return logits
+
+
+class TextStream:
+    """Generated tokens in, text out: stop tokens and strings, streaming of settled text."""
+
+    def __init__(
+        self,
+        tokenizer: QwenTokenizer,
+        config: GenerationConfig,
+        on_text: Callable[[str], None] | None,
+    ) -> None:
+        self.stops = StopChecker(tokenizer, config)
+        self.decoder = tokenizer.streaming_decoder()
+        self.on_text = on_text
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.emitted = 0  # how much of `text` on_text has seen
+
+    def push(self, token: int) -> str | None:
+        """Add one sampled token; "stop" / "stop_string" when it ends generation, else None."""
+        if token in self.stops.stop_ids:
+            return "stop"
+        self.token_ids.append(token)
+        self.text += self.decoder.push(token)
+        cut = self.stops.cut(self.text)
+        if cut is not None:
+            self.text = self.text[:cut]
+            return "stop_string"
+        if self.on_text is not None:
+            settled = self.stops.settled(self.text)
+            if settled > self.emitted:
+                self.on_text(self.text[self.emitted : settled])
+                self.emitted = settled
+        return None
+
+    def finish(self, reason: str) -> str:
+        """End the stream (stopped for `reason`); flush the rest to on_text; the final text."""
+        if reason != "stop_string":
+            self.text += self.decoder.finish()
+        if self.on_text is not None and len(self.text) > self.emitted:
+            self.on_text(self.text[self.emitted :])
+            self.emitted = len(self.text)
+        return self.text
+
+
 def generate(
     runner: ModelRunner,
     tokenizer: QwenTokenizer,
@@ -187,70 +294,33 @@ def generate(
     """
     started = time.monotonic()
     deadline = None if config.timeout_s is None else started + config.timeout_s
-    cached = cache.common_prefix(prompt)
-    cache.truncate(cached)
-    if cached == len(prompt):
-        # The whole prompt is cached, but we need its last logits: recompute one position.
-        cached -= 1
-        cache.truncate(cached)
+    interrupted = interruption_check(cancel, deadline)
+    cached = reuse_prefix(cache, prompt)
     result = GenerationResult([], "", "length", len(prompt), cached)
-    stops = StopChecker(tokenizer, config)
     rng = np.random.default_rng(config.seed)
 
-    def interrupted() -> str | None:
-        if cancel is not None and cancel.cancelled:
-            return "cancelled"
-        if deadline is not None and time.monotonic() > deadline:
-            return "deadline"
-        return None
-
-    pending = list(prompt[cached:])
-    logits: np.ndarray | None = None
-    while pending:
-        reason = interrupted()
-        if reason:
-            result.finish_reason = reason
-            result.prefill_ms = (time.monotonic() - started) * 1000
-            return result
-        chunk, pending = pending[:PREFILL_CHUNK], pending[PREFILL_CHUNK:]
-        logits = runner.forward(cache, chunk)
-    assert logits is not None, "at least one prompt token is always fed"
+    logits = prefill(runner, cache, prompt[cached:], interrupted)
     prefill_done = time.monotonic()
     result.prefill_ms = (prefill_done - started) * 1000
+    if isinstance(logits, str):
+        result.finish_reason = logits
+        return result
 
-    decoder = tokenizer.streaming_decoder()
-    text = ""
-    emitted = 0  # how much of `text` on_text has seen
+    stream = TextStream(tokenizer, config, on_text)
+    result.token_ids = stream.token_ids
     while True:
         token = sample_token(logits[-1], config, rng)
-        if token in stops.stop_ids:
-            result.finish_reason = "stop"
-            break
-        result.token_ids.append(token)
-        text += decoder.push(token)
-        cut = stops.cut(text)
-        if cut is not None:
-            text = text[:cut]
-            result.finish_reason = "stop_string"
-            break
-        if on_text is not None and stops.settled(text) > emitted:
-            on_text(text[emitted : stops.settled(text)])
-            emitted = stops.settled(text)
-        if len(result.token_ids) >= config.max_new_tokens:
-            result.finish_reason = "length"
-            break
-        if cache.length >= cache.capacity:
-            result.finish_reason = "context"
-            break
-        reason = interrupted()
+        reason = stream.push(token)
+        if reason is None and len(stream.token_ids) >= config.max_new_tokens:
+            reason = "length"
+        if reason is None and cache.length >= cache.capacity:
+            reason = "context"
+        if reason is None:
+            reason = interrupted()
         if reason:
             result.finish_reason = reason
             break
         logits = runner.forward(cache, [token])
-    if result.finish_reason != "stop_string":
-        text += decoder.finish()
-    if on_text is not None and len(text) > emitted:
-        on_text(text[emitted:])
-    result.text = text
+    result.text = stream.finish(result.finish_reason)
     result.decode_ms = (time.monotonic() - prefill_done) * 1000
     return result

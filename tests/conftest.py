@@ -29,20 +29,19 @@ def qwen_tokenizer(gguf_05b: Path) -> QwenTokenizer:
     return QwenTokenizer.from_gguf(gguf_05b)
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def random_qwen2_checkpoint(directory: Path, seed: int, num_hidden_layers: int = 3) -> Path:
     """A random Qwen2 with the real vocabulary size, saved as a Hugging Face directory.
 
     Biases are made large so that a q/k/v bias mix-up cannot hide behind near-zero values.
     """
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = transformers.Qwen2Config(
         vocab_size=151936,
         hidden_size=64,
         intermediate_size=160,
-        num_hidden_layers=3,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
@@ -55,21 +54,39 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
                 parameter.normal_(0.0, 0.5)
-    directory = tmp_path_factory.mktemp("tiny") / "hf"
     model.save_pretrained(directory)
     return directory
+
+
+def convert_fp32(checkpoint: Path, out: Path) -> Path:
+    """`checkpoint` converted by our converter at fp32 into `out`."""
+    from runtime.convert import convert_to_onnx
+    from runtime.weights import open_weight_source
+
+    with open_weight_source(checkpoint) as source:
+        convert_to_onnx(source, out, "fp32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Qwen2 with the real vocabulary size, saved as a Hugging Face directory."""
+    return random_qwen2_checkpoint(tmp_path_factory.mktemp("tiny") / "hf", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint converted by our converter at fp32."""
-    from runtime.convert import convert_to_onnx
-    from runtime.weights import open_weight_source
+    return convert_fp32(tiny_checkpoint, tmp_path_factory.mktemp("tiny-onnx"))
 
-    out = tmp_path_factory.mktemp("tiny-onnx")
-    with open_weight_source(tiny_checkpoint) as source:
-        convert_to_onnx(source, out, "fp32")
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_draft_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An unrelated tiny model (other seed, 2 layers) at fp32: a draft that is often wrong."""
+    checkpoint = random_qwen2_checkpoint(
+        tmp_path_factory.mktemp("tiny-draft") / "hf", seed=1, num_hidden_layers=2
+    )
+    return convert_fp32(checkpoint, tmp_path_factory.mktemp("tiny-draft-onnx"))
 
 
 @pytest.fixture(scope="session")
