@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 
@@ -112,7 +112,25 @@ def _gguf_name(name: str) -> str:
 DEQUANTIZE_ROWS = 8192
 
 
-class GGUFWeights:
+class _ClosesOnExit:
+    """`with source:` closes the source on the way out."""
+
+    def close(self) -> None:
+        """Release file handles and maps."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class GGUFWeights(_ClosesOnExit):
     """Weights of a GGUF file, dequantized to float32 one tensor at a time."""
 
     def __init__(self, path: Path) -> None:
@@ -180,17 +198,6 @@ class GGUFWeights:
         self._tensors.clear()
         del self._reader
 
-    def __enter__(self) -> GGUFWeights:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _rope_theta(hf: dict[str, object]) -> float:
     """transformers 5 nests rope_theta under rope_parameters; 4.x kept it at the top."""
@@ -203,7 +210,7 @@ def _rope_theta(hf: dict[str, object]) -> float:
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
-class SafetensorsWeights:
+class SafetensorsWeights(_ClosesOnExit):
     """Weights of a Hugging Face directory (config.json + *.safetensors), memory-mapped.
 
     The safetensors header is parsed here rather than through the `safetensors` package because
@@ -271,17 +278,6 @@ class SafetensorsWeights:
     def close(self) -> None:
         """Drop the memory maps."""
         self._index.clear()
-
-    def __enter__(self) -> SafetensorsWeights:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_weight_source(path: Path) -> WeightSource:

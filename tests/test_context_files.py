@@ -17,6 +17,7 @@ from pathlib import Path
 
 import git
 import pytest
+from _support import commit_all, init_repo, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,33 +55,6 @@ def recorded_opens() -> Iterator[list[str]]:
         yield opened
     finally:
         _recorded_opens = None
-
-
-def write(root: Path, rel: str, content: str | bytes = "x = 1\n") -> Path:
-    """Create `root/rel` (and its directories) with `content`."""
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
-
-
-def init_repo(root: Path) -> git.Repo:
-    """A real git repository with an identity, so commits work anywhere."""
-    repo = git.Repo.init(root)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-        config.set_value("commit", "gpgsign", "false")
-    return repo
-
-
-def commit_all(repo: git.Repo, message: str = "commit") -> None:
-    """`git add -A && git commit`: ignored files stay untracked."""
-    repo.git.add("-A")
-    repo.index.commit(message)
 
 
 def git_view(root: Path) -> list[str]:

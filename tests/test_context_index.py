@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import git
 import pytest
+from _support import commit_all, init_repo, write
 
 from context.files import REDACTED, FileRules
 from context.index import WorkspaceIndex
@@ -27,32 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"
 
 CANARY = "CANARY-51d2e8"
 TIMEOUT = 20.0
-
-
-def write(root: Path, rel: str, content: str | bytes = "x = 1\n") -> Path:
-    """Create `root/rel` (and its directories) with `content`."""
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
-
-
-def init_repo(root: Path) -> git.Repo:
-    """A real git repository with an identity, so commits work anywhere."""
-    repo = git.Repo.init(root)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-    return repo
-
-
-def commit_all(repo: git.Repo) -> None:
-    """`git add -A && git commit`."""
-    repo.git.add("-A")
-    repo.index.commit("commit")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
