@@ -706,8 +706,18 @@ def test_cli_errors_and_default_mode(
     assert out == ""
     assert "coder-lsp: error: unknown model 'no-such-model'" in err
 
-    assert main([]) == 2
-    assert "the language server arrives with issue 4" in capsys.readouterr().err
+    # The default mode is the language server on stdio: at end of input it exits cleanly,
+    # having written nothing to stdout (the LSP channel) on its own.
+    server = subprocess.run(
+        [sys.executable, "-m", "lsp_server"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert server.returncode == 0, server.stderr
+    assert server.stdout == ""
 
 
 # --------------------------------------------------------------------------- child processes
