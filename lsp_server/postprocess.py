@@ -136,17 +136,26 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
         return index if index >= 0 else None
 
     def end_of_block(text: str) -> int | None:
+        base = context.block_indent
+        # A suggestion that starts on a new line after a finished statement may dedent out of
+        # a nested block (the next statement of the enclosing one): its first line sets the
+        # block, except that it may not start a new top-level definition from inside one.
+        first_line_sets_block = text.startswith("\n") and not context.opens_block
         position = text.find("\n")
         while position >= 0:
             following = text.find("\n", position + 1)
             if following < 0:
                 return None  # the next line is still being written
             line = text[position + 1 : following]
-            if line.strip() and (
-                _indent(line) < context.block_indent
-                or (context.opens_block and _indent(line) <= context.block_indent)
-            ):
-                return position
+            if line.strip():
+                indent = _indent(line)
+                if first_line_sets_block:
+                    first_line_sets_block = False
+                    if indent == 0 < context.block_indent:
+                        return position
+                    base = min(base, indent)
+                elif indent < base or (context.opens_block and indent <= context.block_indent):
+                    return position
             position = following
         return None
 
