@@ -502,6 +502,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="engine threads (0: automatic)")
     parser.add_argument("--data", type=Path, default=DATA_DIR, help="santacoder-fim folder")
     parser.add_argument("--json", type=Path, default=None, help="write per-item results here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="run nothing: report on saved results (repeatable; a later file replaces the "
+        "(model, variant) results of earlier ones)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -512,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in models if m not in MODELS] + [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown model or variant: {', '.join(unknown)}")
+    if args.from_json:
+        return report_saved(args.from_json, args.data, args.max_tokens, args.json)
     items = load_items(args.data, args.limit)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -534,7 +545,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         finished += run_model(key, items, variants, args.max_tokens, args.threads, save)
     save([])
     print(report(finished, items, args.max_tokens))
-    print(f"\n{meta['date']}, commit {meta['commit']}, {meta['machine']}.")
+    print("\n" + describe_run(meta))
+    return 0
+
+
+def describe_run(meta: dict[str, Any]) -> str:
+    """One line naming a run: when, which code, which machine."""
+    sources = ", ".join(f"{name} {digest}" for name, digest in meta.get("sources", {}).items())
+    return f"{meta['date']}, commit {meta['commit']} ({sources}), {meta['machine']}."
+
+
+def report_saved(paths: Sequence[Path], data_dir: Path, max_tokens: int, out: Path | None) -> int:
+    """The report over saved `--json` files; later files replace earlier (model, variant)s."""
+    groups: dict[tuple[str, str], list[Outcome]] = {}
+    runs: list[dict[str, Any]] = []
+    for path in paths:
+        payload = json.loads(path.read_text())
+        fresh: dict[tuple[str, str], list[Outcome]] = {}
+        for row in payload["outcomes"]:
+            outcome = Outcome(**row)
+            fresh.setdefault((outcome.model, outcome.variant), []).append(outcome)
+        groups.update(fresh)
+        meta = payload["meta"]
+        runs.append(meta | {"file": str(path), "groups": sorted(map(list, fresh))})
+    outcomes = [outcome for group in groups.values() for outcome in group]
+    ids = {outcome.id for outcome in outcomes}
+    items = [item for item in load_items(data_dir) if item.id in ids]
+    print(report(outcomes, items, max_tokens))
+    for meta in runs:
+        variants = "; ".join(" ".join(group) for group in meta["groups"])
+        print(f"\n{meta['file']} ({variants}): {describe_run(meta)}")
+    if out is not None:
+        payload = {"runs": runs, "outcomes": [asdict(outcome) for outcome in outcomes]}
+        out.write_text(json.dumps(payload, indent=1))
     return 0
 
 
