@@ -254,6 +254,21 @@ def convert_to_onnx(
     config.save(out_dir / "config.json")
 
 
+def _skip_norm(
+    graph: _GraphBuilder, x: str, residual: str, weight: str, name: str, eps: float
+) -> tuple[str, str]:
+    """RMS norm of x + residual, fused; returns (normed, the new residual stream x + residual)."""
+    normed, _, _, summed = graph.node(
+        "SkipSimplifiedLayerNormalization",
+        [x, residual, weight],
+        name,
+        outputs=[name, "", "", f"{name}/residual"],
+        domain="com.microsoft",
+        epsilon=eps,
+    )
+    return normed, summed
+
+
 def _build_decoder(
     graph: _GraphBuilder, config: ModelConfig, read: Callable[[str], np.ndarray]
 ) -> tuple[str, str]:
@@ -292,13 +307,8 @@ def _build_decoder(
                 stash_type=1,
             )[0]
         else:
-            normed, _, _, residual = graph.node(
-                "SkipSimplifiedLayerNormalization",
-                [layer_output, residual, norm_weight],
-                f"{prefix}/input_norm",
-                outputs=[f"{prefix}/input_norm", "", "", f"{prefix}/residual_attn"],
-                domain="com.microsoft",
-                epsilon=eps,
+            normed, residual = _skip_norm(
+                graph, layer_output, residual, norm_weight, f"{prefix}/input_norm", eps
             )
 
         qkv_weight = np.concatenate(
@@ -329,13 +339,8 @@ def _build_decoder(
         post_norm = graph.data.add(
             f"{prefix}.post_norm.weight", weight("post_attention_layernorm.weight")
         )
-        normed, _, _, residual = graph.node(
-            "SkipSimplifiedLayerNormalization",
-            [attention_out, residual, post_norm],
-            f"{prefix}/post_norm",
-            outputs=[f"{prefix}/post_norm", "", "", f"{prefix}/residual_mlp"],
-            domain="com.microsoft",
-            epsilon=eps,
+        normed, residual = _skip_norm(
+            graph, attention_out, residual, post_norm, f"{prefix}/post_norm", eps
         )
         gate_up_weight = np.concatenate(
             [weight("mlp.gate_proj.weight"), weight("mlp.up_proj.weight")], axis=0
