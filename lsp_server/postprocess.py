@@ -12,9 +12,14 @@ Decisions worth knowing:
   `foo({|})` is mid-line too, so a brace the editor auto-closed on the cursor's line gets a
   one-line body; after Enter the closer is on the next line and the block rules apply.
 - Text is handled with "\\n" line breaks and converted back to the file's ("\\r\\n") at the end.
+- Mid-line at the start of a line (only indentation before the cursor), the model may write a
+  whole new line to go before the code: the suggestion then ends with its line break.
 - Short suggestions: fewer than 3 non-space characters is shown only when it finishes a line the
-  user started and holds a word character (` b` after `return a +`, `1` after `x = `). A lone
-  closer or `;` (one keystroke for the user, often wrong) and a lone word on an empty line are not.
+  user started and holds a word character (` b` after `return a +`, `1` after `x = `), or when
+  it is a line of closers the file lacks (accepting it removes a syntax error: the `}` a Java
+  method still needs). A `;`, a closer the file does not need, and a lone word on an empty line
+  are not shown. A closer line at column 0 ends a block suggestion; other column-0 lines from
+  inside a definition start a new one and are cut.
 - The syntax check only trims: it never adds text and never moves the replace range beyond what
   the bracket rule decided (re-deciding it for the trimmed text).
 """
@@ -77,6 +82,11 @@ class CursorContext:
         return _indent(self.line_prefix) if self.line_prefix.strip() else len(self.line_prefix)
 
     @property
+    def at_line_start(self) -> bool:
+        """Only indentation before the cursor and code after it on its line."""
+        return self.mid_line and not self.line_prefix.strip()
+
+    @property
     def opens_block(self) -> bool:
         """The cursor ends a line that opens a block: the completion is that block's body."""
         return self.line_prefix.rstrip().endswith((":", "{"))
@@ -133,7 +143,11 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
 
     def end_of_line(text: str) -> int | None:
         index = text.find("\n")
-        return index if index >= 0 else None
+        if index < 0:
+            return None
+        # At the start of a line that holds code, a whole new line goes in before that code:
+        # its line break is part of the suggestion.
+        return index + 1 if context.at_line_start else index
 
     def end_of_block(text: str) -> int | None:
         base = context.block_indent
@@ -152,7 +166,9 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
                 if first_line_sets_block:
                     first_line_sets_block = False
                     if indent == 0 < context.block_indent:
-                        return position
+                        # Closing the enclosing definition (`}` of a Java method) ends the
+                        # suggestion; anything else at column 0 starts a new definition.
+                        return following if is_closer_line(line) else position
                     base = min(base, indent)
                 elif indent < base or (context.opens_block and indent <= context.block_indent):
                     return position
@@ -163,6 +179,11 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def is_closer_line(line: str) -> bool:
+    """A line of closing brackets only, perhaps with `;` or `,` (`}`, `});`, `)`)."""
+    return re.fullmatch(r"[)\]}]+[;,]?", line.strip()) is not None
 
 
 def _with(suggestion: Suggestion, text: str, replace: int | None = None) -> Suggestion:
@@ -269,6 +290,8 @@ def trim_trailing_space(suggestion: Suggestion, context: CursorContext) -> Sugge
     """No trailing blank lines or spaces; but a space before a word that follows the cursor on
     its line stays (`return |x` + `not ` must not become `return notx`)."""
     text = suggestion.text
+    if context.at_line_start and text.rstrip(" \t").endswith("\n"):
+        return _with(suggestion, text.rstrip() + "\n" if text.strip() else "")
     if context.mid_line and re.match(r"\w", context.line_suffix):
         return _with(suggestion, text if text.strip() else "")
     return _with(suggestion, text.rstrip())
@@ -358,6 +381,8 @@ def drop_suffix_echo(suggestion: Suggestion, context: CursorContext) -> Suggesti
     which version leaves the cursor's line with fewer unbalanced brackets."""
     rest = context.line_suffix.strip()
     text = suggestion.text
+    if context.at_line_start and text.endswith("\n"):  # a new line: an echo copies the next
+        return _with(suggestion, "") if text.strip() == rest else suggestion
     if not context.mid_line or not text.rstrip().endswith(rest):
         return suggestion
     kept = text.rstrip()[: -len(rest)]
@@ -376,31 +401,28 @@ def consume_auto_closed(suggestion: Suggestion, context: CursorContext) -> Sugge
     return _with(suggestion, text, replace)
 
 
-def keep_valid_syntax(suggestion: Suggestion, context: CursorContext) -> Suggestion:
-    """Trim the text to a prefix that adds no syntax error to the file.
+class SyntaxCheck:
+    """Syntax errors of the file as it is and as it would be with a suggestion accepted.
 
-    Candidates are the text's prefixes by whole lines (a single line: cut before a closer, see
-    `_syntax_candidates`), longest first. Each is inserted into the file and
-    parsed; tree-sitter ERROR and MISSING nodes are counted. The file as it is now sets the
-    limit, and among candidates within it the one with the fewest errors wins, the longest on
-    a tie: the hole's own error (`total = sum(|` already is one) must not let a broken tail
-    through (`xs))` keeps `xs)`). Files without a grammar are not checked.
+    tree-sitter ERROR and MISSING nodes are counted; each candidate is parsed incrementally
+    from the current tree.
     """
-    path = context.path
-    before = context.document
-    tree = parse(path, before) if context.language is not None else None
-    if tree is None:
-        return suggestion
-    allowed = _syntax_errors(tree.root_node)
-    old = before.encode("utf-8", "surrogatepass")
-    best: Suggestion | None = None
-    fewest = allowed
-    for index, candidate in enumerate(_syntax_candidates(suggestion.text)):
-        text, replace = (
-            (candidate, suggestion.replace_suffix_chars)
-            if index == 0
-            else _consume_closers(candidate, context)
-        )
+
+    def __init__(self, context: CursorContext, tree: tree_sitter.Tree) -> None:
+        self.context = context
+        self.tree = tree
+        self.old = context.document.encode("utf-8", "surrogatepass")
+        self.current_errors = _syntax_errors(tree.root_node)
+
+    @classmethod
+    def of(cls, context: CursorContext) -> SyntaxCheck | None:
+        """A check for the file at `context`, or None when its language has no grammar."""
+        tree = parse(context.path, context.document) if context.language is not None else None
+        return None if tree is None else cls(context, tree)
+
+    def errors_with(self, text: str, replace: int) -> int | None:
+        """Errors after inserting `text` in place of `replace` characters after the cursor."""
+        context = self.context
         after = (
             context.above
             + context.line_prefix
@@ -409,12 +431,36 @@ def keep_valid_syntax(suggestion: Suggestion, context: CursorContext) -> Suggest
             + context.below
         )
         new = after.encode("utf-8", "surrogatepass")
-        edited = tree.copy()
-        edit_tree(edited, old, new)
-        reparsed = parse(path, new, edited)
-        if reparsed is None:
+        edited = self.tree.copy()
+        edit_tree(edited, self.old, new)
+        reparsed = parse(context.path, new, edited)
+        return None if reparsed is None else _syntax_errors(reparsed.root_node)
+
+
+def keep_valid_syntax(suggestion: Suggestion, context: CursorContext) -> Suggestion:
+    """Trim the text to a prefix that adds no syntax error to the file.
+
+    Candidates are the text's prefixes by whole lines (a single line: cut before a closer, see
+    `_syntax_candidates`), longest first, each checked by `SyntaxCheck`. The file as it is now
+    sets the limit, and among candidates within it the one with the fewest errors wins, the
+    longest on a tie: the hole's own error (`total = sum(|` already is one) must not let a
+    broken tail through (`xs))` keeps `xs)`). Files without a grammar are not checked.
+    """
+    check = SyntaxCheck.of(context)
+    if check is None:
+        return suggestion
+    allowed = check.current_errors
+    best: Suggestion | None = None
+    fewest = allowed
+    for index, candidate in enumerate(_syntax_candidates(suggestion.text)):
+        text, replace = (
+            (candidate, suggestion.replace_suffix_chars)
+            if index == 0
+            else _consume_closers(candidate, context)
+        )
+        errors = check.errors_with(text, replace)
+        if errors is None:
             continue
-        errors = _syntax_errors(reparsed.root_node)
         if errors <= allowed and (best is None or errors < fewest):
             best, fewest = _with(suggestion, text, replace), errors
             if errors == 0:
@@ -454,15 +500,32 @@ def _syntax_candidates(text: str, limit: int = 12) -> Iterator[str]:
 
 def drop_trivial(suggestion: Suggestion, context: CursorContext) -> Suggestion:
     """Nothing for whitespace, or for under 3 non-space characters unless they finish a line
-    the user started and hold a word character (` b` after `return a +` is kept; a lone `)`,
-    `;` or a lone word on an empty line is not)."""
+    the user started and hold a word character (` b` after `return a +` is kept; a lone `;` or
+    a lone word on an empty line is not), or they are a line of closers that the file lacks:
+    a `}` on its own line that removes a syntax error (the method's missing brace) is the
+    whole answer, while one the file does not need is noise."""
     shown = "".join(suggestion.text.split())
     if len(shown) >= 3:
         return suggestion
     finishes_line = bool(context.line_prefix.strip())
     if shown and finishes_line and re.search(r"\w", shown):
         return suggestion
+    if shown and _closes_what_is_open(suggestion, context):
+        return suggestion
     return _with(suggestion, "", 0)
+
+
+def _closes_what_is_open(suggestion: Suggestion, context: CursorContext) -> bool:
+    """`suggestion` is a line of its own made of closers, and accepting it leaves the file
+    with fewer syntax errors."""
+    own_line = suggestion.text.startswith("\n") or not context.line_prefix.strip()
+    if not own_line or context.mid_line or not is_closer_line(suggestion.text):
+        return False
+    check = SyntaxCheck.of(context)
+    if check is None:
+        return False
+    errors = check.errors_with(suggestion.text, suggestion.replace_suffix_chars)
+    return errors is not None and errors < check.current_errors
 
 
 # The order matters:
