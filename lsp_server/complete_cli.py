@@ -131,8 +131,11 @@ def complete_one(
         "prompt_tokens": result.prompt_tokens,
         "cached_tokens": result.cached_tokens,
         "generated_tokens": result.generated_tokens,
-        "draft_proposed": 0,
-        "draft_accepted": 0,
+        # Drafted tokens of both sources (draft model and prompt lookup), verified by the target.
+        "draft_proposed": result.extra.get("draft_proposed", 0)
+        + result.extra.get("lookup_proposed", 0),
+        "draft_accepted": result.extra.get("draft_accepted", 0)
+        + result.extra.get("lookup_accepted", 0),
         "context_files": done.prompt.files,
     }
     if args.show_prompt:
@@ -158,7 +161,10 @@ def run_complete(args: argparse.Namespace) -> int:
         except RequestError as error:
             print(f"coder-lsp complete: {error}", file=sys.stderr)
             return 1
-    pipeline = CompletionPipeline(LocalEngine.load(EngineOptions(model=args.model), progress=True))
+    options = EngineOptions(model=args.model, draft_model=args.draft_model)
+    if args.no_draft:
+        options = options.without_speculation()
+    pipeline = CompletionPipeline(LocalEngine.load(options, progress=True))
     if not args.target:
         for number, request_line in _batch_requests(Path(args.batch)):
             try:

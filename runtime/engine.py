@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -39,12 +40,23 @@ class EngineOptions:
     threads: int = 0
     context_window: int = 4096  # KV capacity of one cached sequence, in tokens
     cache_bytes: int = 1 << 30  # budget of all cached sequences together (per model)
-    # Speculative decoding: a draft model name (e.g. models.DEFAULT_DRAFT) and/or prompt lookup.
-    draft_model: str | None = None
-    lookup: bool = False
+    # Speculative decoding: a draft model (None: none; the target itself is never its own
+    # draft) and prompt lookup. On by default with the embedded pair.
+    draft_model: str | None = models.DEFAULT_DRAFT
+    lookup: bool = True
     max_draft: int = 4
-    # A cold request whose prompt the draft cache lacks more of than this skips the draft model.
+    # A request whose prompt the draft cache lacks more tokens of than this skips the draft
+    # model (its catch-up prefill would cost more than it saves); None: the request's
+    # max_new_tokens (catching up a token costs ~1/3 of what a drafted token saves).
     max_draft_catch_up: int | None = None
+    # Pad one-row passes of quantized targets to two rows so that every pass uses the same
+    # kernel: greedy output is then identical with and without speculation or prefix reuse
+    # (see ModelRunner.min_rows; costs ~10 % of decode speed).
+    consistent_numerics: bool = True
+
+    def without_speculation(self) -> EngineOptions:
+        """These options with the draft model and prompt lookup off (`--no-draft`)."""
+        return dataclasses.replace(self, draft_model=None, lookup=False)
 
 
 class Engine(Protocol):
@@ -110,9 +122,10 @@ class LocalEngine:
         session_options = SessionOptions(provider=options.provider, threads=options.threads)
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)
-        runner = ModelRunner(session, prepared.config)
+        exact = options.consistent_numerics and prepared.precision != "fp32"
+        runner = ModelRunner(session, prepared.config, min_rows=2 if exact else 1)
         draft = None
-        if options.draft_model is not None:
+        if options.draft_model is not None and options.draft_model != options.model:
             draft_prepared = models.prepare(options.draft_model, options.precision, progress)
             draft_session = create_session(draft_prepared.onnx_path, session_options)
             draft = ModelRunner(draft_session, draft_prepared.config)
@@ -150,9 +163,10 @@ class LocalEngine:
         limit = self.options.context_window - 1
         if len(prompt) > limit:
             raise ValueError(f"prompt of {len(prompt)} tokens exceeds the window of {limit}")
+        lookup = self.options.lookup if config.lookup is None else config.lookup
         with self._lock:
             kv, _ = self.cache.acquire(prompt)
-            if self.draft is None and not self.options.lookup:
+            if self.draft is None and not lookup:
                 result = generate(self.runner, self.tokenizer, kv, prompt, config, cancel, on_text)
             else:
                 draft_kv = None if self.draft_cache is None else self.draft_cache.acquire(prompt)[0]
@@ -166,10 +180,14 @@ class LocalEngine:
                     config,
                     cancel,
                     on_text,
-                    lookup=self.options.lookup,
+                    lookup=lookup,
                     max_draft=self.options.max_draft,
                     state=self.speculation,
-                    max_draft_catch_up=self.options.max_draft_catch_up,
+                    max_draft_catch_up=(
+                        config.max_new_tokens
+                        if self.options.max_draft_catch_up is None
+                        else self.options.max_draft_catch_up
+                    ),
                 )
         logger.info(
             "generated %d tokens (%s): prompt %d, cached %d, prefill %.0f ms, decode %.0f ms",

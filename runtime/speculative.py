@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -93,70 +93,143 @@ def speculative_accept(
     return False, int(rng.choice(residual.size, p=residual / total))
 
 
-@dataclass
-class AdaptiveDraftLength:
-    """k in [0, max_draft] steered by an EMA of the per-token acceptance rate.
+# Cost of a target pass over M rows relative to one row, measured on the int4 1.5B here
+# (1.00, 1.10, 1.25, 1.52, 1.61, 1.82, 2.05, 2.29 for M = 1..8; the 0.5B is within 0.1). The
+# prior until this process has timed its own passes; beyond 8 rows, +0.24 per row.
+PRIOR_PASS_COST = (1.0, 1.10, 1.25, 1.52, 1.61, 1.82, 2.05, 2.29)
+# A draft-model step relative to a one-row target pass before it is measured (0.5B vs 1.5B).
+PRIOR_DRAFT_STEP = 0.35
 
-    Grows while acceptance is high, shrinks while it is low; at 0 the source is idle and
-    is probed again with k=1 after `probe_after` rounds without it.
+
+def prior_pass_cost(rows: int) -> float:
+    """The prior relative cost of a target pass over `rows` rows."""
+    if rows <= len(PRIOR_PASS_COST):
+        return PRIOR_PASS_COST[max(rows, 1) - 1]
+    return PRIOR_PASS_COST[-1] + 0.24 * (rows - len(PRIOR_PASS_COST))
+
+
+@dataclass
+class PassCosts:
+    """What passes cost in ms (EMAs of measured times): the target by row count, one step of
+    the draft model. A row count not measured yet is scaled from the nearest measured one by
+    the prior ratios; before any measurement, costs are the priors themselves (unit = one row).
+    """
+
+    target_ms: dict[int, float] = field(default_factory=dict)
+    draft_step_ms: float | None = None
+    alpha: float = 0.2
+
+    def _blend(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.alpha) * old + self.alpha * new
+
+    def record_target(self, rows: int, ms: float) -> None:
+        """One target pass over `rows` rows took `ms`."""
+        self.target_ms[rows] = self._blend(self.target_ms.get(rows), ms)
+
+    def record_draft(self, steps: int, ms: float) -> None:
+        """`steps` draft-model steps took `ms`."""
+        if steps > 0:
+            self.draft_step_ms = self._blend(self.draft_step_ms, ms / steps)
+
+    def target(self, rows: int) -> float:
+        """Estimated cost of a target pass over `rows` rows."""
+        if rows in self.target_ms:
+            return self.target_ms[rows]
+        if not self.target_ms:
+            return prior_pass_cost(rows)
+        nearest = min(self.target_ms, key=lambda measured: abs(measured - rows))
+        return self.target_ms[nearest] * prior_pass_cost(rows) / prior_pass_cost(nearest)
+
+    def draft_step(self) -> float:
+        """Estimated cost of one draft-model step."""
+        if self.draft_step_ms is not None and self.target_ms:
+            return self.draft_step_ms
+        return PRIOR_DRAFT_STEP * self.target(1)
+
+
+def expected_tokens(acceptance: float, k: int) -> float:
+    """Tokens a verify round emits with k drafts when each draft is accepted with probability
+    `acceptance` once its predecessors were: 1 + a + a^2 + ... + a^k (the +1 is the target's
+    own token)."""
+    return sum(acceptance**index for index in range(k + 1))
+
+
+@dataclass
+class DraftSource:
+    """One source of drafts (prompt lookup or the draft model): an EMA of the per-token
+    acceptance, and the draft length that pays best given what passes cost.
+
+    `length` picks k maximizing tokens per ms, expected_tokens(a, k) / (target pass over k+1
+    rows + k draft steps), against a plain pass (k = 0). A source at 0 is probed with k=1 after
+    `probe_after` rounds so that its acceptance stays known. `cost_aware=False` ignores costs
+    (k from acceptance alone: tests that exercise the mechanics with any model pair).
     """
 
     max_draft: int
-    k: int = 2
-    ema: float = 0.6
+    acceptance: float = 0.6
     alpha: float = 0.3
-    grow_above: float = 0.7
-    shrink_below: float = 0.4
     probe_after: int = 16
     idle: int = 0
-
-    def __post_init__(self) -> None:
-        self.k = max(0, min(self.k, self.max_draft))
+    cost_aware: bool = True
 
     def update(self, proposed: int, accepted: int) -> None:
         """Record one verified round."""
         if proposed <= 0:
             return
-        self.ema = (1 - self.alpha) * self.ema + self.alpha * accepted / proposed
-        if self.ema >= self.grow_above:
-            self.k = min(self.k + 1, self.max_draft)
-        elif self.ema < self.shrink_below:
-            self.k = max(self.k - 1, 0)
+        self.acceptance = (1 - self.alpha) * self.acceptance + self.alpha * accepted / proposed
         self.idle = 0
 
-    def current(self) -> int:
+    def best_length(self, costs: PassCosts, step: float, min_rows: int) -> int:
+        """The k with the most expected tokens per unit of cost (0: a plain pass)."""
+        if not self.cost_aware:
+            return self.max_draft if self.acceptance >= 0.4 else 0
+        best_k, best_rate = 0, 1.0 / costs.target(min_rows)
+        for k in range(1, self.max_draft + 1):
+            cost = costs.target(max(k + 1, min_rows)) + k * step
+            rate = expected_tokens(self.acceptance, k) / cost
+            if rate > best_rate:
+                best_k, best_rate = k, rate
+        return best_k
+
+    def length(self, costs: PassCosts, step: float, min_rows: int) -> int:
         """k for this round (0: do not use this source); counts idle rounds towards a probe."""
-        if self.k == 0 and self.max_draft > 0:
-            self.idle += 1
-            if self.idle > self.probe_after:
-                self.k, self.ema, self.idle = 1, (self.grow_above + self.shrink_below) / 2, 0
-        return self.k
+        if self.max_draft <= 0:
+            return 0
+        k = self.best_length(costs, step, min_rows)
+        if k > 0:
+            return k
+        self.idle += 1
+        if self.idle > self.probe_after:
+            self.idle = 0
+            return 1
+        return 0
 
 
 @dataclass
 class SpeculationState:
-    """The adaptive draft lengths of both sources. Pass the same state to successive calls (an
-    engine keeps one per draft setup) to carry what was learned about acceptance across requests.
-    """
+    """What speculation has learned: acceptance per source and the cost of passes. Pass the
+    same state to successive calls (an engine keeps one) to carry it across requests."""
 
-    lookup: AdaptiveDraftLength
-    draft: AdaptiveDraftLength
+    lookup: DraftSource
+    draft: DraftSource
+    costs: PassCosts = field(default_factory=PassCosts)
 
     @classmethod
-    def initial(cls, max_draft: int = 4) -> SpeculationState:
-        """Lookup starts at max_draft (its drafts cost nothing), the draft model at half."""
+    def initial(cls, max_draft: int = 4, cost_aware: bool = True) -> SpeculationState:
+        """Fresh state: lookup drafts are trusted more at first (they cost nothing)."""
         return cls(
-            AdaptiveDraftLength(max_draft, k=max_draft),
-            AdaptiveDraftLength(max_draft, k=max(1, max_draft // 2)),
+            DraftSource(max_draft, acceptance=0.7, cost_aware=cost_aware),
+            DraftSource(max_draft, acceptance=0.7, cost_aware=cost_aware),
         )
 
 
 class _Drafter:
     """The draft model over its own KV cache, kept to a prefix of the accepted sequence."""
 
-    def __init__(self, runner: ModelRunner, cache: KVCache) -> None:
+    def __init__(self, runner: ModelRunner, cache: KVCache, costs: PassCosts) -> None:
         self.runner = runner
         self.cache = cache
+        self.costs = costs
         self.fed = 0  # tokens run through the draft model
 
     def propose(
@@ -174,6 +247,7 @@ class _Drafter:
         logits = prefill(self.runner, self.cache, sequence[cached:], interrupted)
         drafts: list[int] = []
         distributions: list[np.ndarray] | None = None if config.temperature <= 0 else []
+        stepping = time.perf_counter()  # catch-up excluded: steps are what k multiplies
         while True:
             if isinstance(logits, str):
                 return logits
@@ -186,6 +260,7 @@ class _Drafter:
                 distributions.append(q)
             drafts.append(token)
             if len(drafts) >= k:
+                self.costs.record_draft(k - 1, (time.perf_counter() - stepping) * 1000)
                 return drafts, distributions
             reason = interrupted()
             if reason:
@@ -254,8 +329,8 @@ def speculative_generate(
     sequence = list(prompt)
     if state is None:
         state = SpeculationState.initial(max_draft)
-    lookup_k, draft_k = state.lookup, state.draft
-    drafter = None if draft is None or draft_cache is None else _Drafter(draft, draft_cache)
+    costs = state.costs
+    drafter = None if draft is None or draft_cache is None else _Drafter(draft, draft_cache, costs)
     if (
         drafter is not None
         and max_draft_catch_up is not None
@@ -263,6 +338,8 @@ def speculative_generate(
     ):
         drafter = None
     min_ngram = LOOKUP_MIN_NGRAM if drafter is None else LOOKUP_MIN_NGRAM_WITH_DRAFT
+    # Rows a target pass costs anyway (see ModelRunner.min_rows): drafts that fill them are free.
+    free_rows = max(1, target.min_rows)
 
     def emit(token: int) -> str | None:
         """Push one accepted token; the finish reason if generation ends with it."""
@@ -294,11 +371,11 @@ def speculative_generate(
         q_rows: list[np.ndarray] | None = None
         source = ""
         if lookup and room > 0:
-            k = min(lookup_k.current(), room)
+            k = min(state.lookup.length(costs, 0.0, free_rows), room)
             drafts, _ = lookup_draft(sequence, k, min_ngram, LOOKUP_MAX_NGRAM)
             source = "lookup" if drafts else ""
         if not drafts and drafter is not None and room > 0:
-            k = min(draft_k.current(), room)
+            k = min(state.draft.length(costs, costs.draft_step(), free_rows), room)
             if k > 0:
                 proposal = drafter.propose(sequence, k, config, rng, interrupted)
                 if isinstance(proposal, str):
@@ -306,12 +383,20 @@ def speculative_generate(
                     break
                 drafts, q_rows = proposal
                 source = "draft"
+        if not drafts and lookup and free_rows > 1 and room > 0:
+            # The pass has room for free rows: any n-gram match is worth a guess there.
+            drafts, _ = lookup_draft(sequence, min(free_rows - 1, room), 1, LOOKUP_MAX_NGRAM)
+            source = "lookup" if drafts else ""
         reason = interrupted()
         if reason:
             break
 
         base = target_cache.length  # == len(sequence) - 1
+        passing = time.perf_counter()
         rows = target.forward(target_cache, [sequence[-1], *drafts], keep=len(drafts) + 1)
+        costs.record_target(
+            max(len(drafts) + 1, target.min_rows), (time.perf_counter() - passing) * 1000
+        )
         extra["rounds"] += 1
         accepted: list[int] = []
         correction: int | None = None
@@ -332,7 +417,7 @@ def speculative_generate(
         if drafts:
             extra[f"{source}_proposed"] += len(drafts)
             extra[f"{source}_accepted"] += len(accepted)
-            (lookup_k if source == "lookup" else draft_k).update(len(drafts), len(accepted))
+            (state.lookup if source == "lookup" else state.draft).update(len(drafts), len(accepted))
         # Positions of rejected drafts are garbage now; the last emitted token is never cached.
         target_cache.truncate(base + 1 + len(accepted))
         for token in [*accepted, correction]:

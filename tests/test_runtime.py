@@ -34,7 +34,9 @@ def make_engine(
     config = ModelConfig.load(onnx_dir / "config.json")
     runner = ModelRunner(create_session(onnx_dir / "model.onnx", SessionOptions()), config)
     return LocalEngine(
-        runner, tokenizer, EngineOptions(context_window=1024, cache_bytes=cache_bytes)
+        runner,
+        tokenizer,
+        EngineOptions(context_window=1024, cache_bytes=cache_bytes).without_speculation(),
     )
 
 

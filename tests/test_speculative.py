@@ -22,7 +22,10 @@ from runtime.generate import (
 from runtime.kv_cache import KVCache
 from runtime.session import SessionOptions, create_session
 from runtime.speculative import (
-    AdaptiveDraftLength,
+    DraftSource,
+    PassCosts,
+    SpeculationState,
+    expected_tokens,
     lookup_draft,
     speculative_accept,
     speculative_generate,
@@ -83,8 +86,19 @@ def speculate(
 ) -> tuple[GenerationResult, KVCache]:
     cache = KVCache(target.config, CAPACITY)
     draft_cache = None if draft is None else KVCache(draft.config, CAPACITY)
+    # Not cost-aware: a tiny draft costs as much as its target, and these tests are about the
+    # mechanics of every draft length, not about whether speculation pays.
+    state = SpeculationState.initial(int(options.pop("max_draft", 4)), cost_aware=False)
     result = speculative_generate(
-        target, draft, tokenizer, cache, draft_cache, prompt, config, **options
+        target,
+        draft,
+        tokenizer,
+        cache,
+        draft_cache,
+        prompt,
+        config,
+        state=state,
+        **options,  # type: ignore[arg-type]
     )
     return result, cache
 
@@ -350,25 +364,47 @@ def test_lookup_draft_prefers_the_longest_most_recent_ngram() -> None:
     assert lookup_draft([1, 2, 3, 1, 2], 0) == ([], 0)
 
 
-def test_adaptive_draft_length() -> None:
-    length = AdaptiveDraftLength(max_draft=4, k=2)
-    for _ in range(5):
-        length.update(length.current(), length.current())
-    assert length.current() == 4
+def test_expected_tokens_per_round() -> None:
+    assert expected_tokens(1.0, 3) == 4
+    assert expected_tokens(0.0, 3) == 1
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
+
+
+def test_pass_costs_scale_unmeasured_row_counts_from_measured_ones() -> None:
+    costs = PassCosts()
+    assert costs.target(2) == pytest.approx(1.10)  # the prior, in units of one row
+    costs.record_target(2, 33.0)
+    assert costs.target(2) == 33.0
+    assert costs.target(1) == pytest.approx(30.0)
+    assert costs.draft_step() == pytest.approx(0.35 * 30.0)
+    costs.record_draft(3, 30.0)
+    assert costs.draft_step() == pytest.approx(10.0)
+
+
+def test_draft_length_follows_acceptance_and_cost() -> None:
+    costs = PassCosts({1: 30.0, 2: 33.0, 3: 37.5, 4: 45.6, 5: 48.3})
+    draft = DraftSource(max_draft=4, acceptance=0.9)
+    cheap, dear = 10.0, 30.0
+    assert draft.length(costs, cheap, min_rows=1) >= 2  # accepted often, drafts cheap: speculate
+    assert draft.length(costs, dear, min_rows=1) == 0  # a draft as dear as the target never pays
+    # A free lookup draft fills the row a two-row pass computes anyway.
+    assert DraftSource(max_draft=4, acceptance=0.1).length(costs, 0.0, min_rows=2) >= 1
     for _ in range(10):
-        length.update(4, 0)
-    assert length.k == 0
+        draft.update(4, 0)
+    assert draft.acceptance < 0.1
     # Idle at 0: after probe_after rounds the source gets a 1-token probe.
-    ks = [length.current() for _ in range(length.probe_after + 1)]
+    ks = [draft.length(costs, cheap, min_rows=1) for _ in range(draft.probe_after + 1)]
     assert ks[-1] == 1 and set(ks[:-1]) == {0}
 
 
 def test_engine_with_draft_and_lookup_matches_the_plain_engine(
     target: ModelRunner, unrelated: ModelRunner, qwen_tokenizer: QwenTokenizer
 ) -> None:
-    options = EngineOptions(context_window=512, lookup=True, max_draft=3)
+    options = EngineOptions(context_window=512, lookup=True, max_draft=3, max_draft_catch_up=512)
     speculative = LocalEngine(target, qwen_tokenizer, options, draft=unrelated)
-    baseline = LocalEngine(target, qwen_tokenizer, EngineOptions(context_window=512))
+    baseline = LocalEngine(
+        target, qwen_tokenizer, EngineOptions(context_window=512).without_speculation()
+    )
     config = GenerationConfig(max_new_tokens=20)
     edited = [*PROMPT[:-5], 11, 12, 13]
     for prompt in (PROMPT, edited, PROMPT):
@@ -385,7 +421,7 @@ class StopAt:
     """A runner that makes the model predict <|endoftext|> for sequence position `position`."""
 
     def __init__(self, runner: ModelRunner, stop_id: int, position: int) -> None:
-        self.runner, self.config = runner, runner.config
+        self.runner, self.config, self.min_rows = runner, runner.config, runner.min_rows
         self.stop_id, self.position = stop_id, position
 
     def forward(self, cache: KVCache, tokens: list[int], keep: int = 1) -> np.ndarray:
