@@ -12,8 +12,9 @@ from pathlib import Path
 
 from context.files import FileRules, is_secret_path, redact_secrets
 from context.index import WorkspaceIndex
-from context.prompt import Prompt, PromptBudget, build_prompt
+from context.prompt import ContextPiece, Prompt, PromptBudget, TokenCounter, build_prompt
 from context.repo import RepoContext
+from lsp_server.forward_cache import ForwardCache, Prediction, accepted_token_count
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
@@ -87,6 +88,21 @@ class Workspaces:
             return repo
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """A buffer cleared to reach a model: its name in prompts and, with context, its workspace."""
+
+    name: str  # workspace-relative path, else the file name
+    repo: RepoContext | None = None
+    relative: str | None = None
+
+    def context(self, count: TokenCounter, budget_tokens: int) -> list[ContextPiece]:
+        """Repository files to show with this buffer, within `budget_tokens` ([] without one)."""
+        if self.repo is None or self.relative is None:
+            return []
+        return self.repo.context_for(self.relative, count, budget_tokens)
+
+
 @dataclass
 class CompletionPipeline:
     """Prompt building and generation around one engine."""
@@ -94,6 +110,20 @@ class CompletionPipeline:
     engine: Engine
     workspaces: Workspaces = field(default_factory=Workspaces)
     budget: PromptBudget = field(default_factory=PromptBudget)
+    # The last suggestion per file: typing that follows it is answered without the model.
+    forward: ForwardCache = field(default_factory=ForwardCache)
+
+    def predicted(self, path: Path, text: str, offset: int) -> Completion | None:
+        """The rest of the last suggestion for `path` when the user typed its beginning since
+        (no model call), else None."""
+        started = time.monotonic()
+        text = tokenizable(text)
+        hit = self.forward.lookup(str(path), text, offset)
+        if hit is None or not hit.text:
+            return None
+        result = GenerationResult([], hit.text, "forward_cache", 0, 0)
+        latency = (time.monotonic() - started) * 1000
+        return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency)
 
     def complete(
         self,
@@ -109,27 +139,59 @@ class CompletionPipeline:
         """Complete `text` (the buffer of `path`) at character `offset`."""
         started = time.monotonic()
         text = tokenizable(text)
-        prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
+        answer = self.predicted(path, text, offset)
+        if answer is not None:
+            return answer
+        key = str(path)
+        hit = self.forward.lookup(key, text, offset)
+        if hit is not None and hit.continuation is not None:
+            # The whole suggestion was typed or accepted: continue that generation.
+            self.admit(path, text, workspace=workspace, use_context=use_context)
+            prompt, prompt_ids = hit.prompt, list(hit.continuation)
+        else:
+            prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
+            prompt_ids = self.engine.encode_prompt(prompt.segments)
         cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
-        result = self.engine.complete(self.engine.encode_prompt(prompt.segments), config, cancel)
+        result = self.engine.complete(prompt_ids, config, cancel)
         latency = (time.monotonic() - started) * 1000
         shown = postprocess(result.text, cursor)
-        if shown is None:
-            return Completion("", 0, prompt, result, latency)
-        return Completion(shown.text, shown.replace_suffix_chars, prompt, result, latency)
+        done = Completion("", 0, prompt, result, latency)
+        if shown is not None:
+            done = Completion(shown.text, shown.replace_suffix_chars, prompt, result, latency)
+        self._remember(key, text, offset, prompt_ids, done)
+        return done
 
-    def prompt(
+    def _remember(
+        self, key: str, text: str, offset: int, prompt_ids: list[int], done: Completion
+    ) -> None:
+        """Keep `done` as the prediction typing at this cursor is checked against."""
+        generated = done.result.token_ids
+        shown = done.text if done.result.finish_reason != "cancelled" else ""
+        texts = [self.engine.decode(generated[: count + 1]) for count in range(len(generated))]
+        prediction = Prediction(
+            before=text[:offset],
+            after=text[offset:],
+            text=shown,
+            replace_chars=done.replace_chars,
+            prompt=done.prompt,
+            prompt_ids=tuple(prompt_ids),
+            generated_ids=tuple(generated),
+            accepted_ids=accepted_token_count(texts, shown) if shown else None,
+        )
+        self.forward.remember(key, prediction)
+
+    def admit(
         self,
         path: Path,
         text: str,
-        offset: int,
         *,
         workspace: Path | None = None,
         use_context: bool = True,
-    ) -> Prompt:
-        """The prompt for a cursor; raises CompletionRefused for files that must stay local."""
-        text = tokenizable(text)
+    ) -> SourceFile:
+        """Where `path` (buffer `text`) sits, once it may reach a model: raises CompletionRefused
+        for secret files and files the workspace excludes (.gitignore); the buffer goes to the
+        workspace index so that repository context sees it."""
         rules = self.workspaces.rules
         repo = self.workspaces.get(workspace or workspace_root(path)) if use_context else None
         relative = repo.index.relative_path(path) if repo is not None else None
@@ -143,13 +205,29 @@ class CompletionPipeline:
             and relative not in repo.index
         ):
             raise CompletionRefused(f"{relative}: excluded by .gitignore or the workspace rules")
+        if repo is not None and relative is not None:
+            repo.index.set_buffer(relative, text)
+        return SourceFile(name, repo, relative)
+
+    def prompt(
+        self,
+        path: Path,
+        text: str,
+        offset: int,
+        *,
+        workspace: Path | None = None,
+        use_context: bool = True,
+    ) -> Prompt:
+        """The prompt for a cursor; raises CompletionRefused for files that must stay local."""
+        text = tokenizable(text)
+        source = self.admit(path, text, workspace=workspace, use_context=use_context)
+        repo, relative, name = source.repo, source.relative, source.name
         # Redact each side separately so that the cursor offset stays meaningful.
         before, after = redact_secrets(text[:offset]), redact_secrets(text[offset:])
         count = self.engine.count_tokens
         if repo is None or relative is None:
             return build_prompt(name, before + after, len(before), count, self.budget)
-        repo.index.set_buffer(relative, text)
-        pieces = repo.context_for(relative, count, self.budget.repo_tokens)
+        pieces = source.context(count, self.budget.repo_tokens)
         return build_prompt(
             relative,
             before + after,

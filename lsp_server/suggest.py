@@ -76,20 +76,23 @@ async def suggest(
             cancel=cancel,
         )
 
-    try:
-        done = await ls.scheduler.run(uri, options.debounce_ms / 1000, work)
-    except Superseded:
-        logger.info("%s: superseded by a newer request for %s", method, uri)
-        ls.outcomes["superseded"] += 1
-        return None
-    except CompletionRefused as error:
-        logger.info("%s: %s", method, error)
-        ls.outcomes["refused"] += 1
-        return None
-    except asyncio.CancelledError:
-        logger.info("%s: cancelled by the client", method)
-        ls.outcomes["cancelled"] += 1
-        raise
+    # Typing what the last suggestion predicted is answered at once: no debounce, no model.
+    done = pipeline.predicted(path, text, offset)
+    if done is None:
+        try:
+            done = await ls.scheduler.run(uri, options.debounce_ms / 1000, work)
+        except Superseded:
+            logger.info("%s: superseded by a newer request for %s", method, uri)
+            ls.outcomes["superseded"] += 1
+            return None
+        except CompletionRefused as error:
+            logger.info("%s: %s", method, error)
+            ls.outcomes["refused"] += 1
+            return None
+        except asyncio.CancelledError:
+            logger.info("%s: cancelled by the client", method)
+            ls.outcomes["cancelled"] += 1
+            raise
     if ls.workspace.get_text_document(uri).version != version:
         logger.info("%s: document changed during generation; result dropped", method)
         ls.outcomes["stale"] += 1
@@ -110,7 +113,7 @@ async def suggest(
     if result.finish_reason == "cancelled" or not done.text:
         ls.outcomes["cancelled" if result.finish_reason == "cancelled" else "empty"] += 1
         return None
-    ls.outcomes["answered"] += 1
+    ls.outcomes["forward cache" if result.finish_reason == "forward_cache" else "answered"] += 1
     source = "repository" if len(done.prompt.files) > 1 else "in-file"
     # The range covers the auto-closed characters the text replaces, in UTF-16 units.
     replaced = text[offset : offset + done.replace_chars].encode("utf-16-le")

@@ -1,0 +1,89 @@
+"""The forward cache: typing what the last suggestion predicted is answered without the model,
+and typing all of it continues the same generation from the cached KV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from context.prompt import Prompt
+from lsp_server.forward_cache import ForwardCache, Prediction, accepted_token_count
+from lsp_server.pipeline import CompletionPipeline
+from runtime.engine import EngineOptions, LocalEngine
+
+PROMPT = Prompt([("x", False)], ["m.py"], 1, "x", "")
+BEFORE = "def add(a, b):\n    return "
+AFTER = "\n"
+
+
+def prediction(text: str = "a + b", accepted: int | None = 3) -> Prediction:
+    return Prediction(BEFORE, AFTER, text, 0, PROMPT, (1, 2, 3), (10, 11, 12), accepted)
+
+
+def test_typing_the_predicted_characters_answers_the_rest() -> None:
+    cache = ForwardCache()
+    cache.remember("m.py", prediction())
+    buffer = BEFORE + "a +" + AFTER
+    hit = cache.lookup("m.py", buffer, len(BEFORE) + 3)
+    assert hit is not None and (hit.text, hit.continuation) == (" b", None)
+    assert cache.hits == 1
+
+
+@pytest.mark.parametrize(
+    ("typed", "after"),
+    [("a -", AFTER), ("", AFTER), ("a +", "\nprint(1)\n")],
+    ids=["other_characters", "nothing_typed", "text_after_changed"],
+)
+def test_anything_else_misses(typed: str, after: str) -> None:
+    cache = ForwardCache()
+    cache.remember("m.py", prediction())
+    assert cache.lookup("m.py", BEFORE + typed + after, len(BEFORE) + len(typed)) is None
+    assert cache.lookup("other.py", BEFORE + typed + after, len(BEFORE) + len(typed)) is None
+
+
+def test_typing_all_of_it_continues_from_prompt_and_accepted_tokens() -> None:
+    cache = ForwardCache()
+    cache.remember("m.py", prediction(accepted=2))
+    hit = cache.lookup("m.py", BEFORE + "a + b" + AFTER, len(BEFORE) + 5)
+    assert hit is not None and (hit.text, hit.continuation) == ("", (1, 2, 3, 10, 11))
+    # Without a token prefix that spells the suggestion, a fresh prompt is needed.
+    cache.remember("m.py", prediction(accepted=None))
+    assert cache.lookup("m.py", BEFORE + "a + b" + AFTER, len(BEFORE) + 5) is None
+
+
+def test_empty_prediction_forgets_and_size_is_bounded() -> None:
+    cache = ForwardCache(documents=2)
+    for name in ("a.py", "b.py", "c.py"):
+        cache.remember(name, prediction())
+    assert cache.lookup("a.py", BEFORE + "a" + AFTER, len(BEFORE) + 1) is None  # evicted
+    cache.remember("c.py", prediction(text=""))
+    assert cache.lookup("c.py", BEFORE + "a" + AFTER, len(BEFORE) + 1) is None
+
+
+def test_accepted_token_count() -> None:
+    assert accepted_token_count(["a", "a +", "a + b", "a + b\n"], "a + b") == 3
+    assert accepted_token_count(["a", "a +", "a + bc"], "a + b") is None
+
+
+@pytest.mark.slow
+def test_pipeline_answers_typing_from_the_cache_and_continues_after_it(tmp_path: Path) -> None:
+    engine = LocalEngine.load(EngineOptions(model="qwen2.5-coder-0.5b"), progress=False)
+    pipeline = CompletionPipeline(engine)
+    path = tmp_path / "calc.py"
+    head = 'def add(a, b):\n    """Return the sum of a and b."""\n    return '
+    tail = "\n\n\ndef is_even(n):\n    return n % 2 == 0\n"
+    first = pipeline.complete(path, head + tail, len(head), use_context=False)
+    assert first.text.startswith("a + b"), first.text
+    # Typing the first two predicted characters: answered from the cache, the model untouched.
+    cached_sequences = engine.cache.nbytes
+    typed = head + first.text[:2]
+    second = pipeline.complete(path, typed + tail, len(typed), use_context=False)
+    assert second.text == first.text[2:]
+    assert (second.result.finish_reason, second.result.generated_tokens) == ("forward_cache", 0)
+    assert engine.cache.nbytes == cached_sequences
+    # Typing all of it: the next request continues from the cached prompt + accepted tokens.
+    done = head + first.text
+    third = pipeline.complete(path, done + tail, len(done), use_context=False)
+    assert third.result.cached_tokens == third.result.prompt_tokens - 1
+    assert third.result.prompt_tokens > first.result.prompt_tokens
