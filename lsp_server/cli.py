@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from lsp_server.serve_cli import add_serve_parser, run_serve
 from runtime.models import (
     DEFAULT_DRAFT,
     DEFAULT_PRECISION,
@@ -85,10 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DRAFT,
         help="speculative draft model (default: %(default)s)",
     )
-    draft.add_argument("--no-draft", action="store_true", help="decode without a draft model")
+    draft.add_argument(
+        "--no-draft",
+        action="store_true",
+        help="no speculative decoding: neither a draft model nor prompt lookup",
+    )
     complete.add_argument(
         "--max-tokens", type=int, metavar="N", help="most tokens to generate (default: engine's)"
     )
+
+    fix = commands.add_parser(
+        "repair", help="fix the diagnostic on FILE:LINE (1-based) with a verified edit"
+    )
+    fix.add_argument("target", metavar="FILE:LINE")
+    fix.add_argument(
+        "--json", action="store_true", help='one object: {"verified", "edits", "reason", ...}'
+    )
+    fix.add_argument("--message", help="repair this problem (another tool's diagnostic)")
+    fix.add_argument("--attempts", type=int, default=2, metavar="N", help="default: %(default)s")
+    fix.add_argument("--no-lookup", action="store_true", help="no prompt-lookup speculation")
+    explain = commands.add_parser(
+        "explain", help="explain FILE:LINE[-LINE] (1-based) in Markdown on stdout"
+    )
+    explain.add_argument("target", metavar="FILE:LINE[-LINE]")
+    explain.add_argument("--max-tokens", type=int, default=384, metavar="N")
+    for action in (fix, explain):
+        action.add_argument("--workspace", metavar="DIR", help="root for repository context")
+        action.add_argument("--no-context", action="store_true", help="the current file only")
+        action.add_argument("--model", metavar="NAME", default=DEFAULT_TARGET)
 
     models = commands.add_parser("models", help="list, prepare or verify models")
     models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -110,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="re-hash sources and check the cached ONNX directories"
     )
     check.add_argument("name", nargs="?", metavar="NAME", help="default: everything")
+    add_serve_parser(commands)
     return parser
 
 
@@ -142,6 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lsp_server.complete_cli import run_complete
 
             return run_complete(args) or 0
+        if args.command == "serve":
+            return run_serve(args)
+        if args.command in ("repair", "explain"):
+            from lsp_server.actions_cli import run_explain, run_repair
+
+            return (run_repair if args.command == "repair" else run_explain)(args)
     except ModelError as exc:
         logger.debug("model error", exc_info=True)
         print(f"coder-lsp: error: {exc}", file=sys.stderr)

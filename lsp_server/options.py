@@ -24,6 +24,9 @@ class ServerOptions:
     draft_model: str | None = models.DEFAULT_DRAFT
     precision: str = models.DEFAULT_PRECISION
     provider: str = "auto"
+    # local: this process runs the model; remote: an OpenAI-compatible server at engine_url
+    # (`coder-lsp serve`, vLLM, llama.cpp); auto: remote when engine_url is set.
+    engine: str = "auto"
     engine_url: str | None = None  # a remote engine (team server) instead of a local model
     engine_token: str | None = None
     max_tokens: int = 64
@@ -37,6 +40,11 @@ class ServerOptions:
     def language_enabled(self, language_id: str) -> bool:
         """Whether completions are offered for this LSP language id."""
         return "*" in self.languages or language_id in self.languages
+
+    @property
+    def remote(self) -> bool:
+        """Whether completions come from the server at engine_url."""
+        return self.engine == "remote" or (self.engine == "auto" and bool(self.engine_url))
 
 
 # wire name -> (field name, check returning an error message or None)
@@ -88,6 +96,7 @@ WIRE_FIELDS: dict[str, tuple[str, Any]] = {
     "draftModel": ("draft_model", _optional_text),
     "precision": ("precision", _choice(*models.PRECISIONS)),
     "provider": ("provider", _choice("auto", "tensorrt", "cuda", "cpu")),
+    "engine": ("engine", _choice("auto", "local", "remote")),
     "engineUrl": ("engine_url", _optional_text),
     "engineToken": ("engine_token", _optional_text),
     "maxTokens": ("max_tokens", _positive(1024)),

@@ -22,7 +22,8 @@ from lsp_server.debounce import DocumentScheduler
 from lsp_server.feedback import FeedbackStats
 from lsp_server.options import ServerOptions
 from lsp_server.pipeline import CompletionPipeline, Workspaces
-from runtime.engine import EngineOptions, LocalEngine
+from runtime.client import RemoteEngine, RemoteOptions
+from runtime.engine import Engine, EngineOptions, LocalEngine
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +96,24 @@ class CoderLanguageServer(LanguageServer):
         """Prepare and open the model (blocking: call from a worker thread)."""
         options = self.options
         try:
-            engine = LocalEngine.load(
-                EngineOptions(
-                    model=options.model, precision=options.precision, provider=options.provider
-                ),
-                progress=False,
-            )
+            engine: Engine
+            if options.remote:
+                # The model runs elsewhere; only its tokenizer is loaded here.
+                if not options.engine_url:
+                    raise ValueError('engine is "remote" but engineUrl is not set')
+                engine = RemoteEngine.connect(
+                    RemoteOptions(options.engine_url, options.engine_token), options.model
+                )
+            else:
+                engine = LocalEngine.load(
+                    EngineOptions(
+                        model=options.model,
+                        precision=options.precision,
+                        provider=options.provider,
+                        draft_model=options.draft_model,
+                    ),
+                    progress=False,
+                )
         except Exception as error:  # any failure must leave a usable (empty-answering) server
             self.state, self.state_detail = EngineState.FAILED, str(error)
             logger.exception("model %s failed to load", options.model)

@@ -85,7 +85,26 @@ class Engine(Protocol):
         ...
 
 
-class LocalEngine:
+class TokenizingEngine:
+    """The prompt side of `Engine`, done with the model's tokenizer in this process (the local
+    and the remote engine share it)."""
+
+    tokenizer: QwenTokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` occupies in a prompt."""
+        return len(self.tokenizer.encode(text))
+
+    def encode_prompt(self, segments: PromptSegments) -> list[int]:
+        """Token ids of (text, is_special) segments; user text cannot smuggle in control tokens."""
+        return self.tokenizer.encode_segments(segments)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids."""
+        return self.tokenizer.decode(list(ids))
+
+
+class LocalEngine(TokenizingEngine):
     """ONNX Runtime in this process, with a prefix-reusing KV cache; one generation at a time."""
 
     def __init__(
@@ -137,18 +156,6 @@ class LocalEngine:
     def config(self) -> ModelConfig:
         """The loaded model's shape."""
         return self.runner.config
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens `text` occupies in a prompt."""
-        return len(self.tokenizer.encode(text))
-
-    def encode_prompt(self, segments: PromptSegments) -> list[int]:
-        """Token ids of (text, is_special) segments; user text cannot smuggle in control tokens."""
-        return self.tokenizer.encode_segments(segments)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of token ids."""
-        return self.tokenizer.decode(list(ids))
 
     def complete(
         self,

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from lsp_server.features import commands, completion, documents, inline_completion, lifecycle
+from lsp_server.features import (
+    code_actions,
+    commands,
+    completion,
+    documents,
+    inline_completion,
+    lifecycle,
+)
 from lsp_server.server import CoderLanguageServer
 
 
 def register_all(server: CoderLanguageServer) -> None:
     """Attach every feature's handlers to `server`."""
-    for feature in (lifecycle, documents, inline_completion, completion, commands):
+    for feature in (lifecycle, documents, inline_completion, completion, commands, code_actions):
         feature.register(server)
