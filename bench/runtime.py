@@ -190,9 +190,14 @@ class OursBackend:
     def __init__(self, workload: Workload) -> None:
         from runtime.engine import EngineOptions, LocalEngine
 
+        # The runtime itself: no speculation, one-row decode steps (the engine's defaults add
+        # both; bench/speculative.py measures them).
         options = EngineOptions(
-            model=workload.model, precision=workload.precision, threads=workload.threads
-        )
+            model=workload.model,
+            precision=workload.precision,
+            threads=workload.threads,
+            consistent_numerics=False,
+        ).without_speculation()
         self.engine = LocalEngine.load(options, progress=False)
 
     def generate(self, ids: list[int], max_new_tokens: int) -> Generation:
