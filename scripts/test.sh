@@ -15,3 +15,6 @@ ruff format --check .
 ruff check .
 mypy runtime context lsp_server
 pytest -q
+# The editor clients in real editors: the Neovim plugin (headless Neovim) and the VS Code
+# extension (build, lint, unit tests, .vsix, code-server + Chromium end-to-end).
+bash editor-clients/ci.sh

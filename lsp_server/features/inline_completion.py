@@ -13,7 +13,9 @@ from lsp_server.suggest import suggest
 def register(server: CoderLanguageServer) -> None:
     """Attach the inline completion handler."""
 
-    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION)
+    # With options, so pygls advertises inlineCompletionProvider (without, it leaves it out and
+    # standard clients such as vscode-languageclient never ask).
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(
         ls: CoderLanguageServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList | None:

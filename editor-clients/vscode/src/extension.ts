@@ -1,0 +1,178 @@
+/**
+ * The coder-lsp extension: starts the `coder-lsp` language server over stdio and wires what
+ * VS Code needs. Inline completions and code actions (repair / explain) are the language
+ * client's own features; this file adds the status bar, commands and suggestion feedback.
+ */
+
+import * as vscode from 'vscode';
+import { LanguageClient, LanguageClientOptions, ServerOptions, State } from 'vscode-languageclient/node';
+import { FeedbackTracker, WireItem } from './feedback';
+import { needsRestart, serverCommand, toInitializationOptions } from './settings';
+import { ServerState, StatusItem } from './status';
+
+const SECTION = 'coderLsp';
+const STATUS_COMMAND = 'coderLsp.status';
+const POLL_MS = 1000;
+
+let client: LanguageClient | undefined;
+
+/** The value the user set for `coderLsp.<key>` (folder, workspace or user), else undefined. */
+function explicitSetting(key: string): unknown {
+  const inspected = vscode.workspace.getConfiguration(SECTION).inspect(key);
+  return inspected?.workspaceFolderValue ?? inspected?.workspaceValue ?? inspected?.globalValue;
+}
+
+/** `item` in the shape the server reads back from feedback notifications. */
+function toWireItem(item: vscode.InlineCompletionItem): WireItem {
+  const text = typeof item.insertText === 'string' ? item.insertText : item.insertText.value;
+  const command = item.command
+    ? { title: item.command.title, command: item.command.command, arguments: item.command.arguments }
+    : undefined;
+  return { insertText: text, command };
+}
+
+/** Wire the client, status bar, commands and settings; everything is disposed on deactivate. */
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const log = vscode.window.createOutputChannel('coder-lsp', { log: true });
+  const status = new StatusItem();
+  const tracker = new FeedbackTracker((method, params) => {
+    void client?.sendNotification(method, params);
+  });
+  const enabled = (): boolean => vscode.workspace.getConfiguration(SECTION).get<boolean>('enable', true);
+  status.setEnabled(enabled());
+  context.subscriptions.push(log, status);
+
+  const { command, args } = serverCommand((key) => vscode.workspace.getConfiguration(SECTION).get(key));
+  const serverOptions: ServerOptions = { command, args };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+    outputChannel: log,
+    initializationOptions: () => toInitializationOptions(explicitSetting),
+    middleware: {
+      provideInlineCompletionItems: async (document, position, ctx, token, next) => {
+        if (!enabled()) {
+          return undefined;
+        }
+        const started = Date.now();
+        const result = await next(document, position, ctx, token);
+        const items = Array.isArray(result) ? result : result?.items;
+        if (items && items.length > 0 && !token.isCancellationRequested) {
+          status.setLatency(Date.now() - started);
+          tracker.didShow(toWireItem(items[0]));
+        }
+        return result;
+      },
+    },
+  };
+  client = new LanguageClient('coderLsp', 'coder-lsp', serverOptions, clientOptions);
+  const current = client;
+  context.subscriptions.push(
+    current.onDidChangeState((event) => {
+      if (event.newState === State.Stopped) {
+        status.setState('stopped');
+      } else if (event.newState === State.Running) {
+        void pollModelState(current, status, log);
+      }
+    }),
+  );
+
+  const acceptPartially = (builtin: string) => async (): Promise<void> => {
+    const document = vscode.window.activeTextEditor?.document;
+    let inserted = '';
+    const listener = vscode.workspace.onDidChangeTextDocument((event) => {
+      if (event.document === document) {
+        inserted += event.contentChanges.map((change) => change.text).join('');
+      }
+    });
+    try {
+      await vscode.commands.executeCommand(builtin);
+      // The change event may arrive just after the command resolves.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      listener.dispose();
+    }
+    tracker.didPartiallyAccept(inserted);
+  };
+
+  context.subscriptions.push(
+    vscode.commands.registerCommand('coderLsp.toggle', async () => {
+      await vscode.workspace
+        .getConfiguration(SECTION)
+        .update('enable', !enabled(), vscode.ConfigurationTarget.Global);
+    }),
+    vscode.commands.registerCommand('coderLsp.restart', async () => {
+      status.setState('starting');
+      await current.restart();
+    }),
+    vscode.commands.registerCommand('coderLsp.showLog', () => log.show()),
+    vscode.commands.registerCommand('coderLsp.showStats', async () => {
+      const stats = await current.sendRequest('workspace/executeCommand', { command: STATUS_COMMAND, arguments: [] });
+      const document = await vscode.workspace.openTextDocument({
+        language: 'json',
+        content: JSON.stringify(stats, null, 2),
+      });
+      await vscode.window.showTextDocument(document, { preview: true });
+    }),
+    vscode.commands.registerCommand('coderLsp.acceptWord', acceptPartially('editor.action.inlineSuggest.acceptNextWord')),
+    vscode.commands.registerCommand('coderLsp.acceptLine', acceptPartially('editor.action.inlineSuggest.acceptNextLine')),
+    vscode.commands.registerCommand('coderLsp.dismiss', async () => {
+      tracker.clear();
+      await vscode.commands.executeCommand('editor.action.inlineSuggest.hide');
+    }),
+    vscode.workspace.onDidChangeConfiguration(async (event) => {
+      if (!event.affectsConfiguration(SECTION)) {
+        return;
+      }
+      status.setEnabled(enabled());
+      if (needsRestart((key) => event.affectsConfiguration(`${SECTION}.${key}`))) {
+        log.info('coder-lsp settings changed that need a new server: restarting');
+        await current.restart();
+      } else if (current.isRunning()) {
+        await current.sendNotification('workspace/didChangeConfiguration', {
+          settings: toInitializationOptions(explicitSetting),
+        });
+      }
+    }),
+  );
+
+  log.info(`starting ${command} ${args.join(' ')}`);
+  try {
+    await current.start();
+  } catch (error) {
+    status.setState('failed', String(error));
+    log.error(`coder-lsp could not start: ${String(error)}`);
+    void vscode.window.showErrorMessage(
+      `coder-lsp could not start (${command}). Set "coderLsp.serverPath" or see the log.`,
+      'Show Log',
+    ).then((choice) => choice && log.show());
+  }
+}
+
+/** Ask the server for its model state until it is no longer loading. */
+async function pollModelState(current: LanguageClient, status: StatusItem, log: vscode.LogOutputChannel): Promise<void> {
+  status.setState('loading');
+  while (current.isRunning()) {
+    try {
+      const answer = (await current.sendRequest('workspace/executeCommand', {
+        command: STATUS_COMMAND,
+        arguments: [],
+      })) as { state?: string; detail?: string } | null;
+      const state = (answer?.state ?? 'loading') as ServerState;
+      status.setState(state, answer?.detail ?? '');
+      if (state !== 'loading') {
+        return;
+      }
+    } catch (error) {
+      log.warn(`status request failed: ${String(error)}`);
+      status.setState('failed', String(error));
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/** Stop the server. */
+export async function deactivate(): Promise<void> {
+  await client?.stop();
+  client = undefined;
+}
