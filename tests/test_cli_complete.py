@@ -90,6 +90,7 @@ def test_fills_a_hole_in_a_small_function(workspace: Path) -> None:
 
 def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> None:
     edited = SOURCE.replace(f"{HOLE}\n", f"{HOLE}a +\n", 1)
+    other = SOURCE.replace(f"{HOLE}\n", f"{HOLE}b +\n", 1)
     requests = [
         {
             "id": 1,
@@ -110,22 +111,34 @@ def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> No
             "line": HOLE_LINE,
             "character": 14,
         },
+        # Typing what was not predicted: the model runs again, on the cached prompt prefix.
+        {
+            "id": 6,
+            "workspace": str(workspace),
+            "path": "calc.py",
+            "text": other,
+            "line": HOLE_LINE,
+            "character": 14,
+        },
     ]
     batch = workspace / "requests.jsonl"
     batch.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in requests) + "\n")
     done = run_cli("--batch", str(batch), "--model", MODEL, "--show-prompt")
     assert done.returncode == 0, done.stderr
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [r.get("id") for r in results] == [1, None, 3, 4, 5]
-    first, not_json, out_of_range, binary, typed = results
+    assert [r.get("id") for r in results] == [1, None, 3, 4, 5, 6]
+    first, not_json, out_of_range, binary, typed, retyped = results
     assert first["completion"].replace(" ", "") == "a+b"
     assert "<|fim_prefix|>" in first["prompt"] and first["prompt"].endswith("<|fim_middle|>")
     assert "not JSON" in not_json["error"]
     assert "line 99 is outside the file" in out_of_range["error"]
     assert "binary file" in binary["error"]
-    assert typed["completion"].strip() == "b"
-    # The edit request shares the prompt up to the cursor with the first: only the rest is run.
-    assert typed["cached_tokens"] >= first["prompt_tokens"] - 40
+    # The user typed the first characters of the suggestion: the rest, without the model.
+    assert typed["completion"] == first["completion"][3:]
+    assert typed["generated_tokens"] == 0
+    # Other typing shares the prompt up to the cursor with the first: only the rest is run.
+    assert retyped["generated_tokens"] > 0
+    assert retyped["cached_tokens"] >= first["prompt_tokens"] - 40
 
 
 def test_repository_context_and_secret_safety(tmp_path: Path) -> None:

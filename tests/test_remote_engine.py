@@ -14,14 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_lsp
+from _serve import add_token, metric, start, start_serve, wait_http
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from test_lsp_e2e import CALC, execute, inline_params, open_document, wait_ready
 
 from runtime.client import RemoteEngine, RemoteError, RemoteOptions
 from runtime.generate import CancellationToken, GenerationConfig
 from runtime.tokenizer import QwenTokenizer
-from tests._serve import add_token, metric, start, start_serve, wait_http
-from tests.test_lsp_e2e import CALC, execute, inline_params, open_document, wait_ready
 
 pytestmark = pytest.mark.slow
 

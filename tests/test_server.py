@@ -13,8 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from tests._serve import CLI, Process, add_token, metric, set_limits, sse_texts, start_serve
+from _serve import CLI, Process, add_token, metric, set_limits, sse_texts, start_serve
 
 pytestmark = pytest.mark.slow
 
