@@ -158,15 +158,23 @@ def same_code(a: str, b: str) -> bool:
 
 def run_mode(model: str, lookup: bool, chosen: list[Case], folder: Path) -> list[dict[str, Any]]:
     """Repair every case with a fresh engine; one record per case."""
-    pipeline = CompletionPipeline(LocalEngine.load(EngineOptions(model=model), progress=False))
-    options = RepairOptions(lookup=lookup)
+    # No draft model: the modes differ by prompt lookup alone.
+    options = EngineOptions(model=model, draft_model=None)
+    pipeline = CompletionPipeline(LocalEngine.load(options, progress=False))
     records = []
     for index, case in enumerate(chosen):
         path = folder / f"case{index:02d}.py"
         path.write_text(case.broken, encoding="utf-8")
         target = target_of(case)
         assert target is not None, "cases() keeps only cases with a diagnostic"
-        result = repair(pipeline, path, case.broken, target, use_context=False, options=options)
+        result = repair(
+            pipeline,
+            path,
+            case.broken,
+            target,
+            use_context=False,
+            options=RepairOptions(lookup=lookup),
+        )
         correct = result.verified and same_code(result.patched or "", case.original)
         records.append(
             {

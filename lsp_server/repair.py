@@ -62,8 +62,8 @@ SYNTAX_ERROR = "syntax-error"
 # A fix keeps most of the code: an answer less similar to the region than this (difflib ratio
 # over characters) rewrote it or wrote something else (small models echo the context).
 MIN_SIMILARITY = 0.75
-# Lines before and after our own diagnostic's line that its fix may change (a bracket is often
-# closed a few lines below where Python reports it open).
+# Lines before and after our own diagnostic's line whose changes make its fix (a bracket is
+# often closed a few lines below where Python reports it open); other changes are undone.
 NEAR_LINES = (2, 3)
 # pyflakes findings that are errors (the code fails when run); the rest are warnings.
 _ERRORS = (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)
@@ -488,16 +488,18 @@ def _verified_reason(path: str, target: types.Diagnostic) -> str:
     return "verified: the file parses with no new syntax errors"
 
 
-def _far_change(original: str, new: str, line: int) -> int | None:
-    """The first line of `original` (0-based) that `new` changes outside NEAR_LINES around
-    `line`, or None. Our own diagnostics point at the problem, so their fix is local: an answer
-    that also rewrites other lines "improves" code nobody asked about (small models do)."""
+def near_changes_only(original: str, new: str, line: int) -> str:
+    """`new` with only the changes within NEAR_LINES of `line` (0-based in `original`) kept;
+    the others are undone. Our own diagnostics point at the problem, so its fix is local;
+    small models also "improve" lines nobody asked about, and those never reach the edit."""
     before, after = NEAR_LINES
-    matcher = difflib.SequenceMatcher(None, original.splitlines(), new.splitlines(), autojunk=False)
-    for tag, i1, i2, _, _ in matcher.get_opcodes():
-        if tag != "equal" and (i1 < line - before or max(i2 - 1, i1) > line + after):
-            return i1
-    return None
+    old_lines, new_lines = original.splitlines(keepends=True), new.splitlines(keepends=True)
+    kept: list[str] = []
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        near = i1 >= line - before and max(i2 - 1, i1) <= line + after
+        kept.extend(new_lines[j1:j2] if tag != "equal" and near else old_lines[i1:i2])
+    return "".join(kept)
 
 
 def _check_answer(
@@ -519,17 +521,15 @@ def _check_answer(
     restored = restore_redacted(original, redacted, new_region)
     if restored is None:
         return "the fix changes a line holding a secret"
+    if target.source in LOCAL_SOURCES:
+        restored = near_changes_only(
+            original, restored, target.range.start.line - region.start_line
+        )
     if restored == original:
-        return "the model returned the code unchanged"
+        return "the model returned the code unchanged (near the problem)"
     matcher = difflib.SequenceMatcher(None, original, restored, autojunk=False)
     if matcher.ratio() < MIN_SIMILARITY:
         return f"the answer is not a fix of this code ({matcher.ratio():.0%} similar)"
-    if target.source in LOCAL_SOURCES:
-        far = _far_change(original, restored, target.range.start.line - region.start_line)
-        if far is not None:
-            return (
-                f"the answer also changes line {region.start_line + far + 1}, away from the problem"
-            )
     start, end = region.offsets(text)
     patched = text[:start] + restored + text[end:]
     lines = (region.start_line, region.start_line + restored.count("\n") + 1)

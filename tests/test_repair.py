@@ -20,6 +20,7 @@ from lsp_server.repair import (
     diagnostics_at,
     local_diagnostics,
     minimal_edits,
+    near_changes_only,
     parse_answer,
     restore_redacted,
     syntax_errors,
@@ -212,9 +213,9 @@ def test_cli_repair_and_explain_with_the_real_model(tmp_path: Path) -> None:
     assert explained.stdout.startswith("# `area` in `area.py` (lines 1-3)")
 
 
-def test_a_fix_of_our_own_diagnostic_stays_near_it() -> None:
-    from lsp_server.repair import _far_change
-
+def test_a_fix_of_our_own_diagnostic_keeps_only_the_changes_near_it() -> None:
     code = "a = 1\nb = 2\nc = (3\nd = 4\ne = 5\nf = 6\ng = 7\nh = 8\n"
-    assert _far_change(code, code.replace("(3", "(3)"), 2) is None
-    assert _far_change(code, code.replace("(3", "(3)").replace("h = 8", "h = 9"), 2) == 7
+    fixed = code.replace("(3", "(3)")
+    assert near_changes_only(code, fixed, 2) == fixed
+    assert near_changes_only(code, fixed.replace("h = 8", "h = 9"), 2) == fixed
+    assert near_changes_only(code, code.replace("h = 8", "h = 9"), 2) == code
