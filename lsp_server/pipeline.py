@@ -198,13 +198,15 @@ class CompletionPipeline:
         name = relative or path.name
         if is_secret_path(name, rules):
             raise CompletionRefused(f"{name}: secret file; nothing is sent to a model")
-        if (
-            repo is not None
-            and relative is not None
-            and path.exists()
-            and relative not in repo.index
-        ):
-            raise CompletionRefused(f"{relative}: excluded by .gitignore or the workspace rules")
+        if repo is not None and relative is not None and path.exists():
+            # A file created since the index was built (no watcher in the CLI) is checked
+            # against the rules now rather than taken for an excluded one.
+            if relative not in repo.index:
+                repo.index.apply_changes([relative])
+            if relative not in repo.index:
+                raise CompletionRefused(
+                    f"{relative}: excluded by .gitignore or the workspace rules"
+                )
         if repo is not None and relative is not None:
             repo.index.set_buffer(relative, text)
         return SourceFile(name, repo, relative)
