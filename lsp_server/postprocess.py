@@ -8,7 +8,10 @@ after the cursor it replaces (closers the editor auto-inserted), or None when no
 showing. `RULES` lists every step, in order, and says why that order.
 
 Decisions worth knowing:
-- Mid-line (code follows the cursor on its line) means one line; otherwise the indented block.
+- Mid-line (code follows the cursor on its line) means the rest of the line; on a line being
+  typed (code before the cursor, none after, no block opener) one line: the rest of it, or the
+  next line when the model finds it complete; otherwise (a blank line, after `:` or `{`) the
+  indented block.
   `foo({|})` is mid-line too, so a brace the editor auto-closed on the cursor's line gets a
   one-line body; after Enter the closer is on the next line and the block rules apply.
 - Text is handled with "\\n" line breaks and converted back to the file's ("\\r\\n") at the end.
@@ -80,6 +83,14 @@ class CursorContext:
     def block_indent(self) -> int:
         """Indentation of the block the cursor is in."""
         return _indent(self.line_prefix) if self.line_prefix.strip() else len(self.line_prefix)
+
+    @property
+    def typing_line(self) -> bool:
+        """Code before the cursor, none after, and the line opens no block: the user is
+        writing this line. One line is suggested: the rest of it, or when the model finds it
+        complete, the next line (a whole block is offered on a blank line or after a block
+        opener, as Copilot does; it also keeps each keystroke's answer short)."""
+        return not self.mid_line and bool(self.line_prefix.strip()) and not self.opens_block
 
     @property
     def at_line_start(self) -> bool:
@@ -175,7 +186,23 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
             position = following
         return None
 
-    return end_of_line if context.mid_line else end_of_block
+    def end_of_first_line(text: str) -> int | None:
+        start = len(text) - len(text.lstrip())
+        if start == len(text):
+            return None  # nothing but whitespace yet
+        index = text.find("\n", start)
+        if index < 0:
+            return None
+        line_start = text.rfind("\n", 0, start) + 1
+        if line_start > 0 and _indent(text[line_start:index]) == 0 < context.block_indent:
+            # As in a block: a new line at column 0 from inside a definition starts another
+            # definition, unless it closes this one.
+            return index if is_closer_line(text[line_start:index]) else 0
+        return index
+
+    if context.mid_line:
+        return end_of_line
+    return end_of_first_line if context.typing_line else end_of_block
 
 
 # --- helpers -----------------------------------------------------------------------------------
