@@ -242,12 +242,17 @@ class _Drafter:
     ) -> tuple[list[int], list[np.ndarray] | None] | str:
         """k tokens after `sequence` (greedy, or sampled with their distributions q), or why
         it was interrupted. Leaves the cache holding sequence + drafts[:-1]."""
+        started = time.perf_counter()
         cached = reuse_prefix(self.cache, sequence)
-        self.fed += len(sequence) - cached
+        catch_up = len(sequence) - cached
+        self.fed += catch_up
+        # A round's first pass feeds what the last round accepted (<= k+1 tokens) and drafts
+        # one token, then k-1 steps follow: k passes per round, what `record_draft` counts. A
+        # cold catch-up (a whole prompt) is no round's cost and is left out.
+        timed = catch_up <= k + 1
         logits = prefill(self.runner, self.cache, sequence[cached:], interrupted)
         drafts: list[int] = []
         distributions: list[np.ndarray] | None = None if config.temperature <= 0 else []
-        stepping = time.perf_counter()  # catch-up excluded: steps are what k multiplies
         while True:
             if isinstance(logits, str):
                 return logits
@@ -260,7 +265,8 @@ class _Drafter:
                 distributions.append(q)
             drafts.append(token)
             if len(drafts) >= k:
-                self.costs.record_draft(k - 1, (time.perf_counter() - stepping) * 1000)
+                if timed:
+                    self.costs.record_draft(k, (time.perf_counter() - started) * 1000)
                 return drafts, distributions
             reason = interrupted()
             if reason:
