@@ -18,10 +18,10 @@ timed apart and reported, not counted: in an editor session the draft cache foll
 cache across keystrokes like the target's does.
 
 Configurations:
-- `plain, 1-row kernel`: target alone, a decode step runs one row (MatMulNBits' single-row
-  kernel; the fastest plain decoding, but its numbers differ from multi-row passes).
-- `plain, exact`: target alone with every pass padded to two rows (`min_rows=2`, the engine's
-  default): the reference every speculative output must equal token for token.
+- `plain, 1-row kernel`: a target-only engine, a decode step runs one row (MatMulNBits'
+  single-row kernel; the fastest plain decoding, but its numbers differ from multi-row passes).
+- `plain, exact`: the same session with every pass padded to two rows (`min_rows=2`, the
+  engine's default): the reference every speculative output must equal token for token.
 - `lookup`, `draft`, `draft + lookup`: speculation (cost-aware draft length, learned across
   items as an engine would), each checked identical to `plain, exact`.
 """
@@ -132,6 +132,7 @@ def run_config(
     name: str,
     engine: LocalEngine,
     fast: ModelRunner,
+    exact: ModelRunner,
     states: dict[str, SpeculationState],
     prompt: list[int],
     config: GenerationConfig,
@@ -141,7 +142,7 @@ def run_config(
     tokenizer = engine.tokenizer
     cache = KVCache(target.config, CAPACITY)
     if name.startswith("plain"):
-        runner = fast if name == "plain, 1-row kernel" else target
+        runner = fast if name == "plain, 1-row kernel" else exact
         return generate(runner, tokenizer, cache, prompt, config), 0.0
     draft = engine.draft if "draft" in name else None
     draft_cache = None
@@ -173,7 +174,14 @@ def measure(args: argparse.Namespace) -> list[Run]:
     engine = LocalEngine.load(options, progress=True)
     if engine.draft is None:
         raise SystemExit("the draft model did not load")
-    fast = ModelRunner(engine.runner.session, engine.runner.config, min_rows=1)
+    # Plain decoding as a target-only engine runs it (its session may spin idle threads,
+    # which a session sharing the cores with a draft model must not).
+    plain = LocalEngine.load(
+        EngineOptions(model=options.model, consistent_numerics=False).without_speculation(),
+        progress=False,
+    )
+    fast = plain.runner
+    exact = ModelRunner(plain.runner.session, plain.runner.config, min_rows=2)
     states = {name: SpeculationState.initial(options.max_draft) for name in CONFIGS}
     budget = PromptBudget()
     config = GenerationConfig(max_new_tokens=args.max_tokens)
@@ -191,7 +199,7 @@ def measure(args: argparse.Namespace) -> list[Run]:
         prompt = engine.encode_prompt(prompt_text.segments)
         item_runs = []
         for name in CONFIGS:
-            result, catch_up = run_config(name, engine, fast, states, prompt, config)
+            result, catch_up = run_config(name, engine, fast, exact, states, prompt, config)
             item_runs.append(
                 Run(
                     name,

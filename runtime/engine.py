@@ -138,14 +138,17 @@ class LocalEngine(TokenizingEngine):
         """Prepare (first time: assemble and convert) and open the model named in `options`."""
         started = time.monotonic()
         prepared = models.prepare(options.model, options.precision, progress=progress)
-        session_options = SessionOptions(provider=options.provider, threads=options.threads)
+        draft_name = options.draft_model if options.draft_model != options.model else None
+        session_options = SessionOptions(
+            provider=options.provider, threads=options.threads, spin=draft_name is None
+        )
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)
         exact = options.consistent_numerics and prepared.precision != "fp32"
         runner = ModelRunner(session, prepared.config, min_rows=2 if exact else 1)
         draft = None
-        if options.draft_model is not None and options.draft_model != options.model:
-            draft_prepared = models.prepare(options.draft_model, options.precision, progress)
+        if draft_name is not None:
+            draft_prepared = models.prepare(draft_name, options.precision, progress)
             draft_session = create_session(draft_prepared.onnx_path, session_options)
             draft = ModelRunner(draft_session, draft_prepared.config)
         logger.info("model %s ready in %.2f s", options.model, time.monotonic() - started)
