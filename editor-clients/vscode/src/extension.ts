@@ -79,15 +79,23 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const acceptPartially = (builtin: string) => async (): Promise<void> => {
     const document = vscode.window.activeTextEditor?.document;
     let inserted = '';
+    let changed: () => void = () => undefined;
+    const firstChange = new Promise<void>((resolve) => {
+      changed = resolve;
+    });
     const listener = vscode.workspace.onDidChangeTextDocument((event) => {
       if (event.document === document) {
         inserted += event.contentChanges.map((change) => change.text).join('');
+        changed();
       }
     });
+    const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
     try {
       await vscode.commands.executeCommand(builtin);
-      // The change event may arrive just after the command resolves.
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The change event may arrive after the command resolves, later on a busy machine: wait
+      // for it (up to 2 s, for a command that inserted nothing) and report at once, before the
+      // user's next key (Tab on the rest) ends the suggestion.
+      await Promise.race([firstChange, delay(2000)]);
     } finally {
       listener.dispose();
     }

@@ -199,7 +199,7 @@ async function main() {
     const failure = path.join(os.tmpdir(), 'coder-lsp-vscode-e2e-failure.png');
     await page?.screenshot({ path: failure }).catch(() => undefined);
     console.error(`screen at failure: ${failure}`);
-    for (const log of ['code-server.log', 'server.log']) {
+    for (const log of ['code-server.log', 'server.log', 'stats.json']) {
       const text = fs.existsSync(path.join(work, log)) ? fs.readFileSync(path.join(work, log), 'utf8') : '(none)';
       console.error(`--- ${log}\n${text.split('\n').slice(-30).join('\n')}`);
     }
