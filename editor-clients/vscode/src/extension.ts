@@ -77,28 +77,24 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   );
 
   const acceptPartially = (builtin: string) => async (): Promise<void> => {
-    const document = vscode.window.activeTextEditor?.document;
-    let inserted = '';
-    let changed: () => void = () => undefined;
-    const firstChange = new Promise<void>((resolve) => {
-      changed = resolve;
-    });
-    const listener = vscode.workspace.onDidChangeTextDocument((event) => {
-      if (event.document === document) {
-        inserted += event.contentChanges.map((change) => change.text).join('');
-        changed();
-      }
-    });
-    const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-    try {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor) {
       await vscode.commands.executeCommand(builtin);
-      // The change event may arrive after the command resolves, later on a busy machine: wait
-      // for it (up to 2 s, for a command that inserted nothing) and report at once, before the
-      // user's next key (Tab on the rest) ends the suggestion.
-      await Promise.race([firstChange, delay(2000)]);
-    } finally {
-      listener.dispose();
+      return;
     }
+    // What was accepted is the text between the cursor before and after the command: robust to
+    // how the edit is split into change events and to when they arrive.
+    const document = editor.document;
+    const before = document.offsetAt(editor.selection.active);
+    const version = document.version;
+    await vscode.commands.executeCommand(builtin);
+    const deadline = Date.now() + 2000;
+    while (document.version === version && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const after = document.offsetAt(editor.selection.active);
+    const inserted =
+      after > before ? document.getText(new vscode.Range(document.positionAt(before), document.positionAt(after))) : '';
     tracker.didPartiallyAccept(inserted);
   };
 
