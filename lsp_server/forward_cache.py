@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from context.prompt import Prompt
@@ -56,8 +57,7 @@ class ForwardCache:
         self.documents = documents
         self._predictions: OrderedDict[str, Prediction] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.continuations = 0
+        self.hits = 0  # answers with the rest of a suggestion
 
     def remember(self, key: str, prediction: Prediction) -> None:
         """Keep `prediction` as the last one for document `key` (an empty one forgets)."""
@@ -84,18 +84,19 @@ class ForwardCache:
             return ForwardHit(rest, prediction.replace_chars, prediction.prompt, None)
         if rest or prediction.accepted_ids is None:
             return None  # only whitespace left, or text no token prefix spells: ask afresh
-        with self._lock:
-            self.continuations += 1
         accepted = prediction.generated_ids[: prediction.accepted_ids]
         return ForwardHit("", 0, prediction.prompt, prediction.prompt_ids + accepted)
 
 
-def accepted_token_count(texts: list[str], shown: str) -> int | None:
-    """How many generated tokens spell `shown` exactly, given the text after each token
-    (`texts[i]` = decoded text of the first i+1 tokens); None when no prefix does."""
-    for index, text in enumerate(texts):
+def accepted_token_count(
+    decode: Callable[[Sequence[int]], str], generated: Sequence[int], shown: str
+) -> int | None:
+    """How many of the `generated` tokens spell `shown` exactly when decoded; None when no
+    prefix does. Decodes prefixes only until they are longer than `shown`."""
+    for count in range(1, len(generated) + 1):
+        text = decode(generated[:count])
         if text == shown:
-            return index + 1
+            return count
         if len(text) > len(shown):
             break
     return None

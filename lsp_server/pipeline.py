@@ -14,7 +14,12 @@ from context.files import FileRules, is_secret_path, redact_secrets
 from context.index import WorkspaceIndex
 from context.prompt import ContextPiece, Prompt, PromptBudget, TokenCounter, build_prompt
 from context.repo import RepoContext
-from lsp_server.forward_cache import ForwardCache, Prediction, accepted_token_count
+from lsp_server.forward_cache import (
+    ForwardCache,
+    ForwardHit,
+    Prediction,
+    accepted_token_count,
+)
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
@@ -103,6 +108,16 @@ class SourceFile:
         return self.repo.context_for(self.relative, count, budget_tokens)
 
 
+def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
+    """The completion a forward-cache hit gives without the model (the rest of the last
+    suggestion), or None."""
+    if hit is None or not hit.text:
+        return None
+    result = GenerationResult([], hit.text, "forward_cache", 0, 0)
+    latency = (time.monotonic() - started) * 1000
+    return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency)
+
+
 @dataclass
 class CompletionPipeline:
     """Prompt building and generation around one engine."""
@@ -117,13 +132,8 @@ class CompletionPipeline:
         """The rest of the last suggestion for `path` when the user typed its beginning since
         (no model call), else None."""
         started = time.monotonic()
-        text = tokenizable(text)
-        hit = self.forward.lookup(str(path), text, offset)
-        if hit is None or not hit.text:
-            return None
-        result = GenerationResult([], hit.text, "forward_cache", 0, 0)
-        latency = (time.monotonic() - started) * 1000
-        return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency)
+        hit = self.forward.lookup(str(path), tokenizable(text), offset)
+        return _cached_answer(hit, started)
 
     def complete(
         self,
@@ -139,11 +149,11 @@ class CompletionPipeline:
         """Complete `text` (the buffer of `path`) at character `offset`."""
         started = time.monotonic()
         text = tokenizable(text)
-        answer = self.predicted(path, text, offset)
-        if answer is not None:
-            return answer
         key = str(path)
         hit = self.forward.lookup(key, text, offset)
+        answer = _cached_answer(hit, started)
+        if answer is not None:
+            return answer
         if hit is not None and hit.continuation is not None:
             # The whole suggestion was typed or accepted: continue that generation.
             self.admit(path, text, workspace=workspace, use_context=use_context)
@@ -168,7 +178,6 @@ class CompletionPipeline:
         """Keep `done` as the prediction typing at this cursor is checked against."""
         generated = done.result.token_ids
         shown = done.text if done.result.finish_reason != "cancelled" else ""
-        texts = [self.engine.decode(generated[: count + 1]) for count in range(len(generated))]
         prediction = Prediction(
             before=text[:offset],
             after=text[offset:],
@@ -177,7 +186,9 @@ class CompletionPipeline:
             prompt=done.prompt,
             prompt_ids=tuple(prompt_ids),
             generated_ids=tuple(generated),
-            accepted_ids=accepted_token_count(texts, shown) if shown else None,
+            accepted_ids=(
+                accepted_token_count(self.engine.decode, generated, shown) if shown else None
+            ),
         )
         self.forward.remember(key, prediction)
 

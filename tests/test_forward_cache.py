@@ -3,6 +3,7 @@ and typing all of it continues the same generation from the cached KV."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,14 @@ def test_empty_prediction_forgets_and_size_is_bounded() -> None:
     assert cache.lookup("c.py", BEFORE + "a" + AFTER, len(BEFORE) + 1) is None
 
 
+def spell(pieces: list[str]) -> Callable[[Sequence[int]], str]:
+    """A decoder for token ids 0..n-1 that stand for `pieces`."""
+    return lambda ids: "".join(pieces[token] for token in ids)
+
+
 def test_accepted_token_count() -> None:
-    assert accepted_token_count(["a", "a +", "a + b", "a + b\n"], "a + b") == 3
-    assert accepted_token_count(["a", "a +", "a + bc"], "a + b") is None
+    assert accepted_token_count(spell(["a", " +", " b", "\n"]), [0, 1, 2, 3], "a + b") == 3
+    assert accepted_token_count(spell(["a", " +", " bc"]), [0, 1, 2], "a + b") is None
 
 
 @pytest.mark.slow
