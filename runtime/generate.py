@@ -305,6 +305,41 @@ class TextStream:
         return self.text
 
 
+@dataclass
+class Prefilled:
+    """A generation after its prompt was fed: the result so far, the interruption check, the
+    last logits [1, V] (None when interrupted: `result.finish_reason` says why) and when the
+    prefill ended (time.monotonic)."""
+
+    result: GenerationResult
+    interrupted: Callable[[], str | None]
+    logits: np.ndarray | None
+    done: float
+
+
+def start_generation(
+    runner: ModelRunner,
+    cache: KVCache,
+    prompt: Sequence[int],
+    config: GenerationConfig,
+    cancel: CancellationToken | None,
+) -> Prefilled:
+    """Reuse what `cache` shares with `prompt`, feed the rest, time it: what every decoding
+    loop (plain or speculative) starts with."""
+    started = time.monotonic()
+    deadline = None if config.timeout_s is None else started + config.timeout_s
+    interrupted = interruption_check(cancel, deadline)
+    cached = reuse_prefix(cache, prompt)
+    result = GenerationResult([], "", "length", len(prompt), cached)
+    logits = prefill(runner, cache, prompt[cached:], interrupted)
+    done = time.monotonic()
+    result.prefill_ms = (done - started) * 1000
+    if isinstance(logits, str):
+        result.finish_reason = logits
+        return Prefilled(result, interrupted, None, done)
+    return Prefilled(result, interrupted, logits, done)
+
+
 def generate(
     runner: ModelRunner,
     tokenizer: QwenTokenizer,
@@ -319,20 +354,11 @@ def generate(
     `on_text` receives each newly decoded piece of text (for streaming). The cache ends holding
     the prompt and the generated tokens, ready for prefix reuse by the next request.
     """
-    started = time.monotonic()
-    deadline = None if config.timeout_s is None else started + config.timeout_s
-    interrupted = interruption_check(cancel, deadline)
-    cached = reuse_prefix(cache, prompt)
-    result = GenerationResult([], "", "length", len(prompt), cached)
-    rng = np.random.default_rng(config.seed)
-
-    logits = prefill(runner, cache, prompt[cached:], interrupted)
-    prefill_done = time.monotonic()
-    result.prefill_ms = (prefill_done - started) * 1000
-    if isinstance(logits, str):
-        result.finish_reason = logits
+    start = start_generation(runner, cache, prompt, config, cancel)
+    result, interrupted, logits = start.result, start.interrupted, start.logits
+    if logits is None:
         return result
-
+    rng = np.random.default_rng(config.seed)
     stream = TextStream(tokenizer, config, on_text)
     result.token_ids = stream.token_ids
     while True:
@@ -349,5 +375,5 @@ def generate(
             break
         logits = runner.forward(cache, [token])
     result.text = stream.finish(result.finish_reason)
-    result.decode_ms = (time.monotonic() - prefill_done) * 1000
+    result.decode_ms = (time.monotonic() - start.done) * 1000
     return result

@@ -25,10 +25,10 @@ from runtime.generate import (
     GenerationResult,
     ModelRunner,
     TextStream,
-    interruption_check,
     prefill,
     reuse_prefix,
     sample_token,
+    start_generation,
     token_distribution,
 )
 from runtime.kv_cache import KVCache
@@ -306,11 +306,8 @@ def speculative_generate(
     """
     if draft is not None and draft_cache is None:
         raise ValueError("a draft model needs a draft KV cache")
-    started = time.monotonic()
-    deadline = None if config.timeout_s is None else started + config.timeout_s
-    interrupted = interruption_check(cancel, deadline)
-    cached = reuse_prefix(target_cache, prompt)
-    result = GenerationResult([], "", "length", len(prompt), cached)
+    start = start_generation(target, target_cache, prompt, config, cancel)
+    result, interrupted, logits = start.result, start.interrupted, start.logits
     extra = {
         "draft_proposed": 0,
         "draft_accepted": 0,
@@ -320,15 +317,10 @@ def speculative_generate(
         "draft_fed": 0,
     }
     result.extra = extra
+    if logits is None:
+        return result
     rng = np.random.default_rng(config.seed)
     sampling = config.temperature > 0
-
-    logits = prefill(target, target_cache, prompt[cached:], interrupted)
-    prefill_done = time.monotonic()
-    result.prefill_ms = (prefill_done - started) * 1000
-    if isinstance(logits, str):
-        result.finish_reason = logits
-        return result
 
     stream = TextStream(tokenizer, config, on_text)
     result.token_ids = stream.token_ids
@@ -438,5 +430,5 @@ def speculative_generate(
     target_cache.truncate(min(target_cache.length, len(sequence) - (reason != "stop")))
     result.finish_reason = reason
     result.text = stream.finish(reason)
-    result.decode_ms = (time.monotonic() - prefill_done) * 1000
+    result.decode_ms = (time.monotonic() - start.done) * 1000
     return result
