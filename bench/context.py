@@ -9,12 +9,12 @@ write. Goals on this machine: index ≤ 10 s; warm prompt assembly p95 ≤ 20 ms
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import time
 from pathlib import Path
 
+from bench.sources import module_path
 from context.index import WorkspaceIndex
 from context.prompt import PromptBudget, build_prompt
 from context.repo import RepoContext
@@ -30,10 +30,7 @@ ASSEMBLY_GOAL_MS = 20.0
 
 def default_tree() -> Path:
     """The installed transformers package."""
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or spec.origin is None:
-        raise SystemExit("transformers is not installed: pass --tree DIR")
-    return Path(spec.origin).parent
+    return module_path("transformers", hint=": pass --tree DIR").parent
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import percentile
-from bench.speculative import MODELS, module_path
+from bench.sources import line_starts, module_path, round_robin
+from bench.speculative import MODELS
 from lsp_server.pipeline import CompletionPipeline
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from runtime import models
@@ -94,9 +95,7 @@ def typed_lines(count: int) -> list[TypedLine]:
         path = module_path(name)
         text = path.read_text(encoding="utf-8")
         lines = text.split("\n")
-        starts = [0]
-        for line in lines:
-            starts.append(starts[-1] + len(line) + 1)
+        starts = line_starts(text)
         candidates = []
         for node in ast.walk(ast.parse(text)):
             if not isinstance(node, ast.FunctionDef):
@@ -112,12 +111,7 @@ def typed_lines(count: int) -> list[TypedLine]:
         candidates.sort(key=lambda line: line.start)
         step = max(1, len(candidates) // max(1, count))
         per_module.append(candidates[::step])
-    chosen: list[TypedLine] = []
-    for round_index in range(max(len(lines) for lines in per_module)):
-        for candidates in per_module:
-            if round_index < len(candidates) and len(chosen) < count:
-                chosen.append(candidates[round_index])
-    return chosen
+    return round_robin(per_module, count)
 
 
 @dataclass

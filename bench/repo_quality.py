@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import logging
 import re
 import shutil
@@ -24,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.sources import module_path
 from context.imports import WorkspaceLayout, extract_imports, resolve_imports
 from lsp_server.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
@@ -39,14 +39,6 @@ class Hole:
     text: str  # the file with the span removed
     offset: int
     expected: str
-
-
-def package_dir(name: str) -> Path:
-    """Directory of an installed package."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise SystemExit(f"package {name!r} is not installed")
-    return Path(spec.origin).parent
 
 
 def find_holes(workspace: Path) -> list[Hole]:
@@ -121,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.packages.split(","):
         workspace = scratch / name
         shutil.copytree(
-            package_dir(name), workspace / name, ignore=shutil.ignore_patterns("__pycache__")
+            module_path(name).parent, workspace / name, ignore=shutil.ignore_patterns("__pycache__")
         )
         found = find_holes(workspace)
         holes += sample(found, args.holes // len(args.packages.split(",")))

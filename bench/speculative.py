@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import logging
 import statistics
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.sources import line_starts, module_path, round_robin
 from context.prompt import PromptBudget, build_prompt
 from runtime import models
 from runtime.engine import EngineOptions, LocalEngine
@@ -72,23 +72,12 @@ class Hole:
     offset: int
 
 
-def module_path(name: str) -> Path:
-    """The source file of an installed module."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise SystemExit(f"module {name} not found")
-    return Path(spec.origin)
-
-
 def body_holes(limit: int) -> list[Hole]:
     """Up to `limit` holes, round-robin over the modules: functions with 8+ body lines."""
     per_module: list[list[Hole]] = []
     for name in SOURCE_MODULES:
         text = module_path(name).read_text(encoding="utf-8")
-        line_starts = [0]
-        for index, char in enumerate(text):
-            if char == "\n":
-                line_starts.append(index + 1)
+        starts = line_starts(text)
         holes = []
         for node in ast.walk(ast.parse(text)):
             if not isinstance(node, ast.FunctionDef) or len(node.body) < 2:
@@ -99,15 +88,10 @@ def body_holes(limit: int) -> list[Hole]:
             end_line = node.end_lineno or node.lineno
             if not body or end_line - body[0].lineno < 8:
                 continue
-            offset = line_starts[body[0].lineno - 1]
+            offset = starts[body[0].lineno - 1]
             holes.append(Hole(f"{name}:{node.name}", text, offset))
         per_module.append(holes)
-    chosen: list[Hole] = []
-    for round_index in range(max(len(holes) for holes in per_module)):
-        for holes in per_module:
-            if round_index < len(holes) and len(chosen) < limit:
-                chosen.append(holes[round_index])
-    return chosen
+    return round_robin(per_module, limit)
 
 
 @dataclass
