@@ -123,7 +123,7 @@ def _serve(args: argparse.Namespace, config: ServerConfig) -> int:
             provider=args.provider,
             threads=args.threads,
             context_window=args.context_window,
-        ),
+        ).without_speculation(),  # the scheduler decodes in batches, with no draft model
         progress=False,
     )
     scheduler = Scheduler(
