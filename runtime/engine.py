@@ -47,7 +47,7 @@ class EngineOptions:
     max_draft: int = 4
     # A request whose prompt the draft cache lacks more tokens of than this skips the draft
     # model (its catch-up prefill would cost more than it saves); None: the request's
-    # max_new_tokens (catching up a token costs ~1/3 of what a drafted token saves).
+    # max_new_tokens (our estimate: catching up a token costs ~1/3 of what a drafted token saves).
     max_draft_catch_up: int | None = None
     # Pad one-row passes of quantized targets to two rows so that every pass uses the same
     # kernel: greedy output is then identical with and without speculation or prefix reuse
