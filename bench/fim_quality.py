@@ -270,8 +270,17 @@ def run_item(
         engine = pipeline.engine
         started = time.monotonic()
         prompt = pipeline.prompt(item.path, buffer, offset, use_context=False)
+        # Qwen's PSM prompt, whatever our builder would lead the middle with (in-file prompt:
+        # the same windows, the cursor's line at the end of the prefix).
+        qwen = [
+            ("<|fim_prefix|>", True),
+            (prompt.prefix, False),
+            ("<|fim_suffix|>", True),
+            (prompt.suffix, False),
+            ("<|fim_middle|>", True),
+        ]
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=scored_line_complete)
-        result = engine.complete(engine.encode_prompt(prompt.segments), config)
+        result = engine.complete(engine.encode_prompt(qwen), config)
         latency = (time.monotonic() - started) * 1000
         post: str | None = None
     else:

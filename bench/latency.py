@@ -182,11 +182,15 @@ def ours_complete(
     done = pipeline.complete(line.path, buffer, offset, use_context=False, max_tokens=max_tokens)
     latency = (time.perf_counter() - started) * 1000
     result = done.result
-    how = "forward_cache" if result.finish_reason == "forward_cache" else "model"
-    if how == "model" and result.cached_tokens == result.prompt_tokens - 1:
-        how = "continuation"
     return Sample(
-        "ours", 0, typed, latency, done.text, how, result.prompt_tokens, result.cached_tokens
+        "ours",
+        0,
+        typed,
+        latency,
+        done.text,
+        done.source,
+        result.prompt_tokens,
+        result.cached_tokens,
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from context.files import FileRules, is_secret_path, redact_secrets
@@ -40,6 +40,9 @@ class Completion:
     prompt: Prompt
     result: GenerationResult
     latency_ms: float
+    # "model"; "forward_cache": the rest of the last suggestion, no model call; "continuation":
+    # the model continuing the last generation after the user typed or accepted all of it.
+    source: str = "model"
 
 
 def tokenizable(text: str) -> str:
@@ -115,7 +118,7 @@ def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
         return None
     result = GenerationResult([], hit.text, "forward_cache", 0, 0)
     latency = (time.monotonic() - started) * 1000
-    return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency)
+    return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency, "forward_cache")
 
 
 @dataclass
@@ -151,31 +154,44 @@ class CompletionPipeline:
         text = tokenizable(text)
         key = str(path)
         hit = self.forward.lookup(key, text, offset)
-        answer = _cached_answer(hit, started)
-        if answer is not None:
-            return answer
+        cached = _cached_answer(hit, started)
+        if cached is not None:
+            return cached
+        source, heal = "model", ""
         if hit is not None and hit.continuation is not None:
             # The whole suggestion was typed or accepted: continue that generation.
             self.admit(path, text, workspace=workspace, use_context=use_context)
             prompt, prompt_ids = hit.prompt, list(hit.continuation)
+            source = "continuation"
         else:
             prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
             prompt_ids = self.engine.encode_prompt(prompt.segments)
+            heal = prompt.heal
         cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
         result = self.engine.complete(prompt_ids, config, cancel)
         latency = (time.monotonic() - started) * 1000
-        shown = postprocess(result.text, cursor)
-        done = Completion("", 0, prompt, result, latency)
+        # The typed end of the line left out of the prompt (see context.prompt): an answer that
+        # does not start with it continues some other text than the one typed.
+        answer = result.text[len(heal) :] if result.text.startswith(heal) else ""
+        shown = postprocess(answer, cursor)
+        done = Completion("", 0, prompt, result, latency, source)
         if shown is not None:
-            done = Completion(shown.text, shown.replace_suffix_chars, prompt, result, latency)
-        self._remember(key, text, offset, prompt_ids, done)
+            done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
+        self._remember(key, text, offset, prompt_ids, done, heal)
         return done
 
     def _remember(
-        self, key: str, text: str, offset: int, prompt_ids: list[int], done: Completion
+        self,
+        key: str,
+        text: str,
+        offset: int,
+        prompt_ids: list[int],
+        done: Completion,
+        heal: str,
     ) -> None:
-        """Keep `done` as the prediction typing at this cursor is checked against."""
+        """Keep `done` as the prediction typing at this cursor is checked against; the
+        generated tokens spell `heal` (typed already) before the suggestion."""
         generated = done.result.token_ids
         shown = done.text if done.result.finish_reason != "cancelled" else ""
         prediction = Prediction(
@@ -187,7 +203,7 @@ class CompletionPipeline:
             prompt_ids=tuple(prompt_ids),
             generated_ids=tuple(generated),
             accepted_ids=(
-                accepted_token_count(self.engine.decode, generated, shown) if shown else None
+                accepted_token_count(self.engine.decode, generated, heal + shown) if shown else None
             ),
         )
         self.forward.remember(key, prediction)

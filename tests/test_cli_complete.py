@@ -12,7 +12,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 MODEL = "qwen2.5-coder-0.5b"
-HOLE = "    return "  # the cursor goes at its end
+# The cursor goes at its end. (At "    return " alone, the 0.5B with the repository header
+# copies the next function's "n % 2 == 0"; on the SantaCoder rows, the layout this cursor gets
+# (see context/prompt.py) finds the rest of the line 103 times in 167, Qwen's PSM 73.)
+HOLE = "    return a "
 PREAMBLE = '''\
 """Small arithmetic helpers used by the calculator's command line."""
 
@@ -69,10 +72,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fills_a_hole_in_a_small_function(workspace: Path) -> None:
-    done = run_cli(f"{workspace / 'calc.py'}:{HOLE_LINE + 1}:12", "--model", MODEL, "--json")
+    done = run_cli(
+        f"{workspace / 'calc.py'}:{HOLE_LINE + 1}:{len(HOLE) + 1}", "--model", MODEL, "--json"
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["completion"].replace(" ", "") == "a+b"
+    assert result["completion"] == "+ b"
     assert result["generated_tokens"] > 0
     assert result["context_files"][-1] == "calc.py"
     assert set(result) >= {
@@ -89,27 +94,27 @@ def test_fills_a_hole_in_a_small_function(workspace: Path) -> None:
 
 
 def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> None:
-    edited = SOURCE.replace(f"{HOLE}\n", f"{HOLE}a +\n", 1)
-    other = SOURCE.replace(f"{HOLE}\n", f"{HOLE}b +\n", 1)
+    edited = SOURCE.replace(f"{HOLE}\n", f"{HOLE}+ \n", 1)
+    other = SOURCE.replace(f"{HOLE}\n", f"{HOLE}- \n", 1)
     requests = [
         {
             "id": 1,
             "workspace": str(workspace),
             "path": "calc.py",
             "line": HOLE_LINE,
-            "character": 11,
+            "character": len(HOLE),
         },
         "this line is not JSON",
         {"id": 3, "workspace": str(workspace), "path": "calc.py", "line": 99, "character": 0},
         {"id": 4, "workspace": str(workspace), "path": "binary.bin", "line": 0, "character": 0},
-        # The user typed "a +": the buffer text overrides the file on disk.
+        # The user typed "+ ": the buffer text overrides the file on disk.
         {
             "id": 5,
             "workspace": str(workspace),
             "path": "calc.py",
             "text": edited,
             "line": HOLE_LINE,
-            "character": 14,
+            "character": len(HOLE) + 2,
         },
         # Typing what was not predicted: the model runs again, on the cached prompt prefix.
         {
@@ -118,7 +123,7 @@ def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> No
             "path": "calc.py",
             "text": other,
             "line": HOLE_LINE,
-            "character": 14,
+            "character": len(HOLE) + 2,
         },
     ]
     batch = workspace / "requests.jsonl"
@@ -128,17 +133,19 @@ def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> No
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r.get("id") for r in results] == [1, None, 3, 4, 5, 6]
     first, not_json, out_of_range, binary, typed, retyped = results
-    assert first["completion"].replace(" ", "") == "a+b"
-    assert "<|fim_prefix|>" in first["prompt"] and first["prompt"].endswith("<|fim_middle|>")
+    assert first["completion"] == "+ b"
+    # The typed line leads the middle, so typing on it keeps the suffix cached.
+    assert "<|fim_prefix|>" in first["prompt"]
+    assert first["prompt"].endswith(f"<|fim_middle|>{HOLE.rstrip()}")
     assert "not JSON" in not_json["error"]
     assert "line 99 is outside the file" in out_of_range["error"]
     assert "binary file" in binary["error"]
     # The user typed the first characters of the suggestion: the rest, without the model.
-    assert typed["completion"] == first["completion"][3:]
+    assert typed["completion"] == first["completion"][2:]
     assert typed["generated_tokens"] == 0
     # Other typing shares the prompt up to the cursor with the first: only the rest is run.
     assert retyped["generated_tokens"] > 0
-    assert retyped["cached_tokens"] >= first["prompt_tokens"] - 40
+    assert retyped["cached_tokens"] >= first["prompt_tokens"] - 2
 
 
 def test_repository_context_and_secret_safety(tmp_path: Path) -> None:

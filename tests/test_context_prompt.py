@@ -21,10 +21,11 @@ def test_in_file_prompt_layout(qwen_tokenizer: QwenTokenizer) -> None:
     text = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
     offset = text.index("return ") + len("return ")
     prompt = build_prompt("calc.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)))
+    # The typed line leads the middle, its trailing blank left for the answer to start with.
     assert prompt.text == (
-        "<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n\nprint(add(1, 2))\n"
-        "<|fim_middle|>"
+        "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>    return"
     )
+    assert (prompt.lead, prompt.heal) == ("    return", " ")
     assert prompt.files == ["calc.py"]
     assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
 
@@ -95,6 +96,7 @@ def test_budgets_are_exact_and_never_exceeded(
     assert count(prompt.suffix) <= suffix_tokens
     assert text[:offset].endswith(prompt.prefix)
     assert text[offset:].startswith(prompt.suffix)
+    assert prompt.prefix.endswith(prompt.lead + prompt.heal) and "\n" not in prompt.lead
     assert prompt.tokens + 64 <= window_tokens
 
 
@@ -105,9 +107,10 @@ def test_typing_keeps_the_prompt_prefix(qwen_tokenizer: QwenTokenizer) -> None:
     offset = CODE.index("return value * 80") + len("return ")
     budget = PromptBudget(prefix_tokens=600)
     before = build_prompt("m.py", CODE, offset, count, budget)
-    typed = CODE[:offset] + "val" + CODE[offset:]
-    after = build_prompt("m.py", typed, offset + 3, count, budget)
-    assert after.prefix == before.prefix + "val"
+    typed = CODE[:offset] + "value + " + CODE[offset:]
+    after = build_prompt("m.py", typed, offset + 8, count, budget)
+    assert after.prefix == before.prefix + "value + "
+    assert (after.lead, after.heal) == ("    return value +", " ")
     shared = 0
     for a, b in zip(
         qwen_tokenizer.encode_segments(before.segments),
@@ -117,7 +120,30 @@ def test_typing_keeps_the_prompt_prefix(qwen_tokenizer: QwenTokenizer) -> None:
         if a != b:
             break
         shared += 1
-    assert shared >= before.tokens - count(before.suffix) - 8
+    # Only the typed line's last token can change: the suffix stays cached.
+    assert shared >= before.tokens - 1
+
+
+def test_the_lead_keeps_tokenization(qwen_tokenizer: QwenTokenizer) -> None:
+    """The typed line moved after <|fim_middle|> is tokenized as it is in the file."""
+    text = (
+        "class A:\n    def f(self):  \n        return {'a': [1,\n  2]}\t\n"
+        '\tx = \'é漢\' + """doc ( \n'
+    )
+    for offset in range(len(text) + 1):
+        prompt = build_prompt("m.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)))
+        kept = prompt.prefix[: len(prompt.prefix) - len(prompt.heal)]
+        in_file = qwen_tokenizer.encode(kept)
+        split = qwen_tokenizer.encode(kept[: len(kept) - len(prompt.lead)])
+        split += qwen_tokenizer.encode(prompt.lead)
+        assert split == in_file, offset
+
+
+def test_a_line_too_long_to_lead_stays_in_the_prefix(qwen_tokenizer: QwenTokenizer) -> None:
+    text = "x = [" + ", ".join(str(i) for i in range(400)) + ", \n"
+    prompt = build_prompt("m.py", text, len(text) - 1, lambda t: len(qwen_tokenizer.encode(t)))
+    assert prompt.lead == ""
+    assert prompt.text.endswith("<|fim_suffix|>\n<|fim_middle|>")
 
 
 def test_impossible_budget_is_refused() -> None:
@@ -141,4 +167,40 @@ def test_select_context_prefers_whole_files_then_outlines() -> None:
 @pytest.mark.parametrize("offset", [0, len(CODE)])
 def test_cursor_at_the_ends(qwen_tokenizer: QwenTokenizer, offset: int) -> None:
     prompt = build_prompt("m.py", CODE, offset, lambda t: len(qwen_tokenizer.encode(t)))
+    assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
+
+
+@pytest.mark.parametrize(
+    ("line", "lead", "heal"),
+    [
+        ("    total = count(a, ", "    total = count(a,", " "),
+        ("    total = ", "    total =", " "),
+        ("    total =", "    total =", ""),
+        ("    total = count(", "    total = count", "("),
+        ("    items.", "    items", "."),
+        ("    rows[", "    rows", "["),
+        ("    f(g(", "    f(g", "("),
+        ("    f()(", "", ""),
+        ("    f().", "", ""),
+        ("    retu", "", ""),
+        ("    total = compute_total", "", ""),
+        ("        ", "", ""),
+        ("    if (done) {", "", ""),
+        ("    return total;", "", ""),
+        ("    def run(self):", "", ""),
+        ("    }", "", ""),
+        ("    call(a, b)", "", ""),
+    ],
+)
+def test_which_lines_lead_the_middle(
+    qwen_tokenizer: QwenTokenizer, line: str, lead: str, heal: str
+) -> None:
+    """Lines that go on lead (a trailing blank, or a word's `(`, `.` or `[`, healed); a blank
+    line, a line that may be complete or a word being typed stay in the prefix, where the model
+    does better on them."""
+    text = f"class Job:\n{line}\n    pass\n"
+    offset = len("class Job:\n") + len(line)
+    prompt = build_prompt("m.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)))
+    assert (prompt.lead, prompt.heal) == (lead, heal)
+    assert prompt.text.endswith("<|fim_middle|>" + lead)
     assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))

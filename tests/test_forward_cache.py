@@ -80,7 +80,9 @@ def test_pipeline_answers_typing_from_the_cache_and_continues_after_it(tmp_path:
     head = 'def add(a, b):\n    """Return the sum of a and b."""\n    return '
     tail = "\n\n\ndef is_even(n):\n    return n % 2 == 0\n"
     first = pipeline.complete(path, head + tail, len(head), use_context=False)
-    assert first.text.startswith("a + b"), first.text
+    # What the model suggests is not under test here (tests/test_cli_complete.py checks that),
+    # only what typing it does.
+    assert len(first.text.strip()) >= 3, first.text
     # Typing the first two predicted characters: answered from the cache, the model untouched.
     cached_sequences = engine.cache.nbytes
     typed = head + first.text[:2]
