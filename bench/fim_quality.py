@@ -66,7 +66,10 @@ logger = logging.getLogger("bench.fim_quality")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "santacoder-fim"
 MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
-VARIANTS = ("model", "model-editor", "editor", "literal")
+VARIANTS = ("model", "model-editor", "editor", "literal", "typing", "typing-psm")
+# Variants with the cursor inside the hole line, after its first space: they score the rest of
+# that line, and "typing-psm" turns off the typed line leading the middle (context/prompt.py).
+TYPING = ("typing", "typing-psm")
 MODEL_ONLY = ("model", "model-editor")
 LANGUAGES = ("py", "java", "js")
 EXTENSIONS = {"py": ".py", "java": ".java", "js": ".js"}
@@ -84,6 +87,10 @@ VARIANT_LABELS = {
     ("editor", "raw"): "pipeline, line deleted, raw",
     ("literal", "post"): "pipeline, prompt+suffix buffer, post-processed",
     ("literal", "raw"): "pipeline, prompt+suffix buffer, raw",
+    ("typing", "post"): "pipeline, typing the line (after its 1st space), post-processed",
+    ("typing", "raw"): "pipeline, typing the line (after its 1st space), raw",
+    ("typing-psm", "post"): "same, Qwen's PSM order, post-processed",
+    ("typing-psm", "raw"): "same, Qwen's PSM order, raw",
 }
 
 
@@ -109,6 +116,21 @@ class FimItem:
     def original(self) -> str:
         """The program the row was cut from (up to blank lines at the hole)."""
         return f"{self.prompt}\n{self.reference}\n{self.suffix}"
+
+    def typing(self) -> FimItem | None:
+        """The row as typed up to the first space inside the hole line: the typed part moves to
+        the prompt and the rest of the line is the reference; None without such a space."""
+        body = self.reference.lstrip()
+        indent = len(self.reference) - len(body)
+        space = body.find(" ")
+        if space < 0 or space + 1 >= len(body.rstrip()):
+            return None
+        cut = indent + space + 1
+        before = self.prompt if self.prompt.endswith("\n") else self.prompt + "\n"
+        after = self.suffix if self.suffix.startswith("\n") else "\n" + self.suffix
+        return FimItem(
+            self.id, self.language, before + self.reference[:cut], after, self.reference[cut:]
+        )
 
     def deleted_line_buffer(self) -> tuple[str, int]:
         """The program without the hole line, and the cursor where the line was."""
@@ -261,7 +283,7 @@ def inserted_correctly(buffer: str, offset: int, text: str, item: FimItem) -> bo
 def run_item(
     pipeline: CompletionPipeline, model: str, variant: str, item: FimItem, max_tokens: int
 ) -> Outcome:
-    """One item under `variant`."""
+    """One item under `variant` (for TYPING variants, `item` is already `FimItem.typing()`)."""
     if variant in ("editor", "model-editor"):
         buffer, offset = item.deleted_line_buffer()
     else:
@@ -284,9 +306,11 @@ def run_item(
         latency = (time.monotonic() - started) * 1000
         post: str | None = None
     else:
+        pipeline.lead_line = variant != "typing-psm"
         done = pipeline.complete(
             item.path, buffer, offset, use_context=False, max_tokens=max_tokens
         )
+        pipeline.lead_line = True
         prompt, result, latency, post = done.prompt, done.result, done.latency_ms, done.text
     return Outcome(
         model=model,
@@ -298,8 +322,13 @@ def run_item(
         post=post,
         em_raw=exact_match(result.text, item.reference),
         em_post=None if post is None else exact_match(post, item.reference),
-        insert_raw=None if post is None else inserted_correctly(buffer, offset, result.text, item),
-        insert_post=None if post is None else inserted_correctly(buffer, offset, post, item),
+        # Not scored for TYPING rows: their reference is the rest of a line, not a hole.
+        insert_raw=None
+        if post is None or variant in TYPING
+        else inserted_correctly(buffer, offset, result.text, item),
+        insert_post=None
+        if post is None or variant in TYPING
+        else inserted_correctly(buffer, offset, post, item),
         finish_reason=result.finish_reason,
         generated_tokens=result.generated_tokens,
         prompt_tokens=result.prompt_tokens,
@@ -330,7 +359,10 @@ def run_model(
     outcomes: list[Outcome] = []
     for variant in variants:
         started = time.monotonic()
-        for number, item in enumerate(items, 1):
+        chosen = items
+        if variant in TYPING:
+            chosen = [typed for item in items if (typed := item.typing()) is not None]
+        for number, item in enumerate(chosen, 1):
             outcome = run_item(pipeline, key, variant, item, max_tokens)
             outcomes.append(outcome)
             logger.info(
@@ -338,7 +370,7 @@ def run_model(
                 key,
                 variant,
                 number,
-                len(items),
+                len(chosen),
                 item.id,
                 outcome.em_raw,
                 "-" if outcome.em_post is None else int(outcome.em_post),
@@ -368,10 +400,17 @@ def cell(value: float | None, digits: int = 1) -> str:
 
 def weighted(by_language: dict[str, float | None]) -> float | None:
     """The report's "Average": per-language EM weighted by the full task's row counts."""
-    if any(by_language.get(language) is None for language in LANGUAGES):
+    scores = [by_language.get(language) for language in LANGUAGES]
+    if any(score is None for score in scores):
         return None
     total = sum(FULL_COUNTS.values())
-    return sum(by_language[language] * FULL_COUNTS[language] for language in LANGUAGES) / total
+    return (
+        sum(
+            (score or 0.0) * FULL_COUNTS[lang]
+            for score, lang in zip(scores, LANGUAGES, strict=True)
+        )
+        / total
+    )
 
 
 def rows_of(outcomes: Sequence[Outcome]) -> list[tuple[str, str, str, list[Outcome]]]:
@@ -423,6 +462,15 @@ def report(outcomes: Sequence[Outcome], items: Sequence[FimItem], max_tokens: in
             + f" | {cell(percent(em_of(o, kind) for o in chosen))}"
             + f" | {cell(weighted(by_language))} | {cell(insert)} | {latency:.0f} |"
         )
+    typing = [o for o in outcomes if o.variant in TYPING]
+    if typing:
+        first = typing[0]
+        count = sum(o.model == first.model and o.variant == first.variant for o in typing)
+        out.insert(
+            1,
+            f"Typing rows: the {count} items whose hole line has a space inside; "
+            "the cursor after that space, the rest of the line scored.",
+        )
     for model in dict.fromkeys(outcome.model for outcome in outcomes):
         ref = REFERENCE[model]
         out.append(
@@ -434,6 +482,8 @@ def report(outcomes: Sequence[Outcome], items: Sequence[FimItem], max_tokens: in
     by_id = {item.id: item for item in items}
     table: list[tuple[str, str, Counter[str], str]] = []
     for model, variant, kind, chosen in rows_of(outcomes):
+        if variant in TYPING:
+            continue  # shapes describe whole hole lines
         found = Counter(failure_shape(text_of(o, kind), by_id[o.id]) for o in chosen)
         overruns = [
             (o, extra_lines(text_of(o, kind)))

@@ -231,17 +231,19 @@ def build_prompt(
     budget: PromptBudget | None = None,
     repo_name: str | None = None,
     context: Sequence[ContextPiece] = (),
+    lead_line: bool = True,
 ) -> Prompt:
     """The FIM prompt for a cursor at character `offset` of `text`.
 
     Without `repo_name` it is the plain in-file prompt; with it, Qwen's repository layout with
     `context` pieces in the given order before the current file (chosen within
     `budget.repo_tokens` by `select_context`); a piece that would push the prompt plus reserved
-    output past `budget.window_tokens` is left out.
+    output past `budget.window_tokens` is left out. `lead_line=False` keeps Qwen's PSM order
+    for every cursor (no line leads the middle).
     """
     budget = budget or PromptBudget()
     prefix, suffix = fim_window(text, offset, count, budget)
-    lead, heal = cursor_line_lead(text, offset, prefix, count)
+    lead, heal = cursor_line_lead(text, offset, prefix, count) if lead_line else ("", "")
     above = prefix[: len(prefix) - len(lead) - len(heal)]
     fim: Segments = [
         ("<|fim_prefix|>", True),

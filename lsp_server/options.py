@@ -33,6 +33,8 @@ class ServerOptions:
     debounce_ms: int = 150
     context_budget: int = 1024  # tokens of repository context
     use_context: bool = True
+    # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.
+    typed_line_leads: bool = True
     languages: tuple[str, ...] = ("*",)
     secret_globs: tuple[str, ...] = ()
     log_level: str = "info"
@@ -103,6 +105,7 @@ WIRE_FIELDS: dict[str, tuple[str, Any]] = {
     "debounceMs": ("debounce_ms", _non_negative(5000)),
     "contextBudget": ("context_budget", _non_negative(16384)),
     "useContext": ("use_context", _boolean),
+    "typedLineLeads": ("typed_line_leads", _boolean),
     "languages": ("languages", _strings),
     "secretGlobs": ("secret_globs", _strings),
     "logLevel": ("log_level", _choice(*LOG_LEVELS)),

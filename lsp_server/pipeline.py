@@ -21,6 +21,7 @@ from lsp_server.forward_cache import (
     accepted_token_count,
 )
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
+from lsp_server.warmup import CacheWarmer
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
 
@@ -43,6 +44,13 @@ class Completion:
     # "model"; "forward_cache": the rest of the last suggestion, no model call; "continuation":
     # the model continuing the last generation after the user typed or accepted all of it.
     source: str = "model"
+
+
+def after_heal(generated: str, heal: str) -> str:
+    """The answer after the typed text the prompt left out for the model to write (a prompt's
+    `heal`, see context.prompt); "" when the model wrote something else there: it continued
+    other text than what was typed."""
+    return generated[len(heal) :] if generated.startswith(heal) else ""
 
 
 def tokenizable(text: str) -> str:
@@ -130,13 +138,44 @@ class CompletionPipeline:
     budget: PromptBudget = field(default_factory=PromptBudget)
     # The last suggestion per file: typing that follows it is answered without the model.
     forward: ForwardCache = field(default_factory=ForwardCache)
+    # After such an answer, prefill the buffer's prompt in the background (lsp_server.warmup);
+    # off for a remote engine, whose server other users share.
+    warm: bool = True
+    warmer: CacheWarmer = field(default_factory=CacheWarmer)
+    # The line being typed leads the middle (context.prompt); False: Qwen's PSM order always.
+    lead_line: bool = True
 
-    def predicted(self, path: Path, text: str, offset: int) -> Completion | None:
+    def predicted(
+        self,
+        path: Path,
+        text: str,
+        offset: int,
+        *,
+        workspace: Path | None = None,
+        use_context: bool = True,
+    ) -> Completion | None:
         """The rest of the last suggestion for `path` when the user typed its beginning since
-        (no model call), else None."""
+        (no model call, the prompt warmed in the background), else None."""
         started = time.monotonic()
-        hit = self.forward.lookup(str(path), tokenizable(text), offset)
-        return _cached_answer(hit, started)
+        text = tokenizable(text)
+        cached = _cached_answer(self.forward.lookup(str(path), text, offset), started)
+        if cached is not None:
+            self._warm_later(path, text, offset, workspace, use_context)
+        return cached
+
+    def _warm_later(
+        self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
+    ) -> None:
+        """Prefill the prompt for this buffer and cursor in the background (when `warm`)."""
+        if not self.warm:
+            return
+
+        def job(cancel: CancellationToken) -> None:
+            prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
+            ids = self.engine.encode_prompt(prompt.segments)
+            self.engine.complete(ids, GenerationConfig(max_new_tokens=1, lookup=False), cancel)
+
+        self.warmer.start(job)
 
     def complete(
         self,
@@ -156,7 +195,9 @@ class CompletionPipeline:
         hit = self.forward.lookup(key, text, offset)
         cached = _cached_answer(hit, started)
         if cached is not None:
+            self._warm_later(path, text, offset, workspace, use_context)
             return cached
+        self.warmer.stop()
         source, heal = "model", ""
         if hit is not None and hit.continuation is not None:
             # The whole suggestion was typed or accepted: continue that generation.
@@ -171,10 +212,7 @@ class CompletionPipeline:
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
         result = self.engine.complete(prompt_ids, config, cancel)
         latency = (time.monotonic() - started) * 1000
-        # The typed end of the line left out of the prompt (see context.prompt): an answer that
-        # does not start with it continues some other text than the one typed.
-        answer = result.text[len(heal) :] if result.text.startswith(heal) else ""
-        shown = postprocess(answer, cursor)
+        shown = postprocess(after_heal(result.text, heal), cursor)
         done = Completion("", 0, prompt, result, latency, source)
         if shown is not None:
             done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
@@ -255,7 +293,9 @@ class CompletionPipeline:
         before, after = redact_secrets(text[:offset]), redact_secrets(text[offset:])
         count = self.engine.count_tokens
         if repo is None or relative is None:
-            return build_prompt(name, before + after, len(before), count, self.budget)
+            return build_prompt(
+                name, before + after, len(before), count, self.budget, lead_line=self.lead_line
+            )
         pieces = source.context(count, self.budget.repo_tokens)
         return build_prompt(
             relative,
@@ -265,4 +305,5 @@ class CompletionPipeline:
             self.budget,
             repo_name=repo.index.name,
             context=pieces,
+            lead_line=self.lead_line,
         )

@@ -78,6 +78,7 @@ class CoderLanguageServer(LanguageServer):
         self.options = options
         if self.pipeline is not None:
             self.pipeline.budget = self.prompt_budget()
+            self.pipeline.lead_line = options.typed_line_leads
         rules = FileRules(extra_secret_globs=options.secret_globs)
         if rules != self.workspaces.rules:
             self.workspaces = Workspaces(rules)
@@ -119,6 +120,8 @@ class CoderLanguageServer(LanguageServer):
             logger.exception("model %s failed to load", options.model)
             return
         self.pipeline = CompletionPipeline(engine, self.workspaces, self.prompt_budget())
+        self.pipeline.warm = not options.remote
+        self.pipeline.lead_line = options.typed_line_leads
         self.state, self.state_detail = EngineState.READY, options.model
         self.ready.set()
 

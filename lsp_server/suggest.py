@@ -77,7 +77,13 @@ async def suggest(
         )
 
     # Typing what the last suggestion predicted is answered at once: no debounce, no model.
-    done = pipeline.predicted(path, text, offset)
+    done = pipeline.predicted(
+        path,
+        text,
+        offset,
+        workspace=folder,
+        use_context=options.use_context and folder is not None,
+    )
     if done is None:
         try:
             done = await ls.scheduler.run(uri, options.debounce_ms / 1000, work)

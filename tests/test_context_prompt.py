@@ -204,3 +204,13 @@ def test_which_lines_lead_the_middle(
     assert (prompt.lead, prompt.heal) == (lead, heal)
     assert prompt.text.endswith("<|fim_middle|>" + lead)
     assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
+
+
+def test_psm_order_on_request(qwen_tokenizer: QwenTokenizer) -> None:
+    text = "def add(a, b):\n    return \n"
+    offset = text.index("return ") + len("return ")
+    prompt = build_prompt(
+        "calc.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)), lead_line=False
+    )
+    assert (prompt.lead, prompt.heal) == ("", "")
+    assert prompt.text == "<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n<|fim_middle|>"

@@ -75,7 +75,9 @@ def test_accepted_token_count() -> None:
 @pytest.mark.slow
 def test_pipeline_answers_typing_from_the_cache_and_continues_after_it(tmp_path: Path) -> None:
     engine = LocalEngine.load(EngineOptions(model="qwen2.5-coder-0.5b"), progress=False)
-    pipeline = CompletionPipeline(engine)
+    # No background warm-up here: it would take over the generation's KV beyond the typed text
+    # (one sequence per prompt family) and the continuation would re-read a few tokens.
+    pipeline = CompletionPipeline(engine, warm=False)
     path = tmp_path / "calc.py"
     head = 'def add(a, b):\n    """Return the sum of a and b."""\n    return '
     tail = "\n\n\ndef is_even(n):\n    return n % 2 == 0\n"
@@ -84,14 +86,41 @@ def test_pipeline_answers_typing_from_the_cache_and_continues_after_it(tmp_path:
     # only what typing it does.
     assert len(first.text.strip()) >= 3, first.text
     # Typing the first two predicted characters: answered from the cache, the model untouched.
-    cached_sequences = engine.cache.nbytes
     typed = head + first.text[:2]
     second = pipeline.complete(path, typed + tail, len(typed), use_context=False)
     assert second.text == first.text[2:]
     assert (second.result.finish_reason, second.result.generated_tokens) == ("forward_cache", 0)
-    assert engine.cache.nbytes == cached_sequences
+    assert second.source == "forward_cache"
     # Typing all of it: the next request continues from the cached prompt + accepted tokens.
     done = head + first.text
     third = pipeline.complete(path, done + tail, len(done), use_context=False)
+    assert third.source == "continuation"
     assert third.result.cached_tokens == third.result.prompt_tokens - 1
     assert third.result.prompt_tokens > first.result.prompt_tokens
+
+
+@pytest.mark.slow
+def test_a_forward_cache_answer_warms_the_prompt_of_the_next_miss(tmp_path: Path) -> None:
+    """At a line start the prompt is PSM; once typing the predicted first word is answered from
+    the cache, the line's own prompt (the typed line leading the middle) is prefilled in the
+    background, so a miss later on the line reads only what was typed since."""
+    engine = LocalEngine.load(EngineOptions(model="qwen2.5-coder-0.5b"), progress=False)
+    pipeline = CompletionPipeline(engine)
+    path = tmp_path / "calc.py"
+    head = 'def add(a, b):\n    """Return the sum of a and b."""\n    '
+    tail = "\n\n\ndef is_even(n):\n    return n % 2 == 0\n"
+    first = pipeline.complete(path, head + tail, len(head), use_context=False)
+    assert " " in first.text, first.text
+    word = first.text[: first.text.index(" ") + 1]  # e.g. "return "
+    typed = head + word
+    second = pipeline.complete(path, typed + tail, len(typed), use_context=False)
+    assert second.source == "forward_cache"
+    pipeline.warmer.wait()
+    assert pipeline.warmer.started == 1
+    # Not what was predicted, and the line still leads the middle (it ends in a blank).
+    missed = typed + "zz + "
+    third = pipeline.complete(path, missed + tail, len(missed), use_context=False)
+    assert third.source == "model" and third.prompt.lead.endswith("zz +")
+    new_tokens = third.result.prompt_tokens - third.result.cached_tokens
+    # Without the warm-up the suffix would be read again (30+ tokens here).
+    assert new_tokens <= engine.count_tokens(" zz +") + 1, new_tokens

@@ -15,7 +15,12 @@ from runtime.generate import CancellationToken
 
 # What VS Code sends for workspace/didChangeConfiguration with a "coderLsp" settings section.
 VSCODE_SETTINGS = {
-    "coderLsp": {"maxTokens": 32, "languages": ["python", "go"], "logLevel": "debug"}
+    "coderLsp": {
+        "maxTokens": 32,
+        "languages": ["python", "go"],
+        "logLevel": "debug",
+        "typedLineLeads": False,
+    }
 }
 # What a Neovim `init_options` table becomes.
 NEOVIM_INIT = {"model": "qwen2.5-coder-0.5b", "debounceMs": 75, "useContext": False}
@@ -30,6 +35,7 @@ def test_vscode_nested_settings() -> None:
         "debug",
     )
     assert options.language_enabled("go") and not options.language_enabled("rust")
+    assert not options.typed_line_leads and ServerOptions().typed_line_leads
 
 
 def test_neovim_flat_init_options_over_a_base() -> None:

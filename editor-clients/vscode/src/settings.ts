@@ -17,6 +17,7 @@ export const SERVER_KEYS: Readonly<Record<string, string>> = {
   debounceMs: 'debounceMs',
   contextBudget: 'contextBudget',
   useContext: 'useContext',
+  typedLineLeads: 'typedLineLeads',
   languages: 'languages',
   secretGlobs: 'secretGlobs',
   logLevel: 'logLevel',
