@@ -156,12 +156,19 @@ class CompletionPipeline:
     ) -> Completion | None:
         """The rest of the last suggestion for `path` when the user typed its beginning since
         (no model call, the prompt warmed in the background), else None."""
+        return self._forward_answer(path, tokenizable(text), offset, workspace, use_context)[1]
+
+    def _forward_answer(
+        self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
+    ) -> tuple[ForwardHit | None, Completion | None]:
+        """The forward cache's view of this cursor, and its answer if it has one (then the
+        prompt is warmed in the background)."""
         started = time.monotonic()
-        text = tokenizable(text)
-        cached = _cached_answer(self.forward.lookup(str(path), text, offset), started)
+        hit = self.forward.lookup(str(path), text, offset)
+        cached = _cached_answer(hit, started)
         if cached is not None:
             self._warm_later(path, text, offset, workspace, use_context)
-        return cached
+        return hit, cached
 
     def _warm_later(
         self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
@@ -191,11 +198,8 @@ class CompletionPipeline:
         """Complete `text` (the buffer of `path`) at character `offset`."""
         started = time.monotonic()
         text = tokenizable(text)
-        key = str(path)
-        hit = self.forward.lookup(key, text, offset)
-        cached = _cached_answer(hit, started)
+        hit, cached = self._forward_answer(path, text, offset, workspace, use_context)
         if cached is not None:
-            self._warm_later(path, text, offset, workspace, use_context)
             return cached
         self.warmer.stop()
         source, heal = "model", ""
@@ -216,7 +220,7 @@ class CompletionPipeline:
         done = Completion("", 0, prompt, result, latency, source)
         if shown is not None:
             done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
-        self._remember(key, text, offset, prompt_ids, done, heal)
+        self._remember(str(path), text, offset, prompt_ids, done, heal)
         return done
 
     def _remember(
