@@ -13,7 +13,7 @@ python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 ruff format --check .
 ruff check .
-mypy runtime context lsp_server
+mypy runtime context lsp_server bench
 pytest -q
 # The editor clients in real editors: the Neovim plugin (headless Neovim) and the VS Code
 # extension (build, lint, unit tests, .vsix, code-server + Chromium end-to-end).
