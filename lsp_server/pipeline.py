@@ -170,6 +170,12 @@ class CompletionPipeline:
             self._warm_later(path, text, offset, workspace, use_context)
         return hit, cached
 
+    def warm_file(self, path: Path, text: str, workspace: Path) -> None:
+        """Prefill, in the background, what every prompt in this file starts with: the
+        repository context chosen for it (up to the current file's <|fim_prefix|>), so the
+        first request in a just-opened file does not read that part (up to 1,024 tokens)."""
+        self._warm_later(path, tokenizable(text), 0, workspace, True)
+
     def _warm_later(
         self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
     ) -> None:

@@ -34,12 +34,25 @@ def _sync_buffer(ls: CoderLanguageServer, uri: str, closed: bool = False) -> Non
     repo.index.set_buffer(relative, text)
 
 
+def _warm_context(ls: CoderLanguageServer, document: types.TextDocumentItem) -> None:
+    """Start prefilling the file's repository context (see CompletionPipeline.warm_file) when
+    completions would use it: model ready, language enabled, file in a workspace folder."""
+    folder = ls.folder_of(document.uri)
+    path = to_fs_path(document.uri)
+    options, pipeline = ls.options, ls.pipeline
+    if pipeline is None or not pipeline.warm or folder is None or path is None:
+        return
+    if options.use_context and options.language_enabled(document.language_id or ""):
+        pipeline.warm_file(Path(path), document.text, folder)
+
+
 def register(server: CoderLanguageServer) -> None:
     """Attach document synchronisation handlers."""
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CoderLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
         _sync_buffer(ls, params.text_document.uri)
+        _warm_context(ls, params.text_document)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: CoderLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
