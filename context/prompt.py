@@ -36,7 +36,7 @@ next line is wanted, and a model handed the finished line appends to it (EM 52 -
 line leads when it ends in a blank, a word and `(`, `.` or `[` (healed), or `=`; otherwise it
 stays at the end of the prefix. Reproducible through the whole pipeline with `python -m
 bench.fim_quality --variants typing,typing-psm` (cursor after the hole line's first space, 174
-rows): 0.5B 66.7 % vs 49.4 % in PSM order, 1.5B 78.7 % vs 80.5 % (3 rows, within noise).
+rows): 0.5B 66.7 % vs 49.4 % in PSM order, 1.5B 79.3 % vs 80.5 % (2 rows, within noise).
 `build_prompt(lead_line=False)` (the `typedLineLeads` option) keeps PSM order throughout.
 """
 

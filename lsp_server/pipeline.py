@@ -48,9 +48,15 @@ class Completion:
 
 def after_heal(generated: str, heal: str) -> str:
     """The answer after the typed text the prompt left out for the model to write (a prompt's
-    `heal`, see context.prompt); "" when the model wrote something else there: it continued
-    other text than what was typed."""
-    return generated[len(heal) :] if generated.startswith(heal) else ""
+    `heal`, see context.prompt): the rest of `generated` once it has written `heal`. When the
+    model left out a typed blank instead (`if` + `(x)` where the user typed `if `), the answer
+    goes on after the blank the user typed; any other disagreement gives "" (it continued
+    other text than what was typed, or ended the line)."""
+    if generated.startswith(heal):
+        return generated[len(heal) :]
+    if heal.isspace() and generated.strip(" \t")[:1] not in ("", "\n", "\r"):
+        return generated.lstrip(" \t")
+    return ""
 
 
 def tokenizable(text: str) -> str:
@@ -222,11 +228,14 @@ class CompletionPipeline:
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
         result = self.engine.complete(prompt_ids, config, cancel)
         latency = (time.monotonic() - started) * 1000
-        shown = postprocess(after_heal(result.text, heal), cursor)
+        answer = after_heal(result.text, heal)
+        shown = postprocess(answer, cursor)
         done = Completion("", 0, prompt, result, latency, source)
         if shown is not None:
             done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
-        self._remember(str(path), text, offset, prompt_ids, done, heal)
+        # What the generated tokens spell before the answer (the healed text, if written).
+        lead_in = result.text[: len(result.text) - len(answer)] if answer else heal
+        self._remember(str(path), text, offset, prompt_ids, done, lead_in)
         return done
 
     def _remember(
@@ -236,10 +245,10 @@ class CompletionPipeline:
         offset: int,
         prompt_ids: list[int],
         done: Completion,
-        heal: str,
+        lead_in: str,
     ) -> None:
         """Keep `done` as the prediction typing at this cursor is checked against; the
-        generated tokens spell `heal` (typed already) before the suggestion."""
+        generated tokens spell `lead_in` (typed already) before the suggestion."""
         generated = done.result.token_ids
         shown = done.text if done.result.finish_reason != "cancelled" else ""
         prediction = Prediction(
@@ -251,7 +260,9 @@ class CompletionPipeline:
             prompt_ids=tuple(prompt_ids),
             generated_ids=tuple(generated),
             accepted_ids=(
-                accepted_token_count(self.engine.decode, generated, heal + shown) if shown else None
+                accepted_token_count(self.engine.decode, generated, lead_in + shown)
+                if shown
+                else None
             ),
         )
         self.forward.remember(key, prediction)

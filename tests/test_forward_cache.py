@@ -10,7 +10,7 @@ import pytest
 
 from context.prompt import Prompt
 from lsp_server.forward_cache import ForwardCache, Prediction, accepted_token_count
-from lsp_server.pipeline import CompletionPipeline
+from lsp_server.pipeline import CompletionPipeline, after_heal
 from runtime.engine import EngineOptions, LocalEngine
 
 PROMPT = Prompt([("x", False)], ["m.py"], 1, "x", "")
@@ -124,3 +124,19 @@ def test_a_forward_cache_answer_warms_the_prompt_of_the_next_miss(tmp_path: Path
     new_tokens = third.result.prompt_tokens - third.result.cached_tokens
     # Without the warm-up the suffix would be read again (30+ tokens here).
     assert new_tokens <= engine.count_tokens(" zz +") + 1, new_tokens
+
+
+@pytest.mark.parametrize(
+    ("generated", "heal", "answer"),
+    [
+        (" a + b", " ", "a + b"),
+        ("(x):", "(", "x):"),
+        ("(primes):", " ", "(primes):"),  # the model left out the typed blank: go on after it
+        ("\n    x = 1", " ", ""),  # it ended the line instead
+        ("", " ", ""),
+        (".items()", "(", ""),  # it continued other text than the typed `(`
+        ("a + b", "", "a + b"),
+    ],
+)
+def test_after_heal(generated: str, heal: str, answer: str) -> None:
+    assert after_heal(generated, heal) == answer
