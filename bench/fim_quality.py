@@ -2,7 +2,7 @@
 "HumanEval-FIM"), through our completion pipeline: prompt builder + engine + post-processing.
 
     python -m bench.fim_quality [--models 0.5b,1.5b] [--variants model,editor,literal]
-        [--limit K] [--max-tokens 64] [--json out.json]
+        [--limit K] [--max-tokens 64] [--precision int4] [--json out.json]
 
 Data: `../shared/data/santacoder-fim/subset-240.json` (80 items per language; `--limit K` keeps
 the first K per language, which the subset's ordering makes a nested, balanced subset) and the
@@ -60,6 +60,7 @@ from typing import Any
 from lsp_server.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig
+from runtime.models import DEFAULT_PRECISION, PRECISIONS
 
 logger = logging.getLogger("bench.fim_quality")
 
@@ -310,7 +311,6 @@ def run_item(
         done = pipeline.complete(
             item.path, buffer, offset, use_context=False, max_tokens=max_tokens
         )
-        pipeline.lead_line = True
         prompt, result, latency, post = done.prompt, done.result, done.latency_ms, done.text
     return Outcome(
         model=model,
@@ -345,6 +345,7 @@ def run_model(
     variants: Sequence[str],
     max_tokens: int,
     threads: int,
+    precision: str,
     done: Callable[[list[Outcome]], None],
 ) -> list[Outcome]:
     """All items under each variant for one model, a pass per variant; `done` sees the results
@@ -352,7 +353,7 @@ def run_model(
     started = time.monotonic()
     # One KV cache (cache_bytes=0): every request starts cold, whatever ran before it, so that
     # latencies do not depend on the order of items and variants.
-    options = EngineOptions(model=MODELS[key], threads=threads, cache_bytes=0)
+    options = EngineOptions(model=MODELS[key], precision=precision, threads=threads, cache_bytes=0)
     engine = LocalEngine.load(options, progress=False)
     logger.info("%s loaded in %.1f s", key, time.monotonic() - started)
     pipeline = CompletionPipeline(engine)
@@ -559,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first K items per language")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--threads", type=int, default=0, help="engine threads (0: automatic)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help="default: %(default)s"
+    )
     parser.add_argument("--data", type=Path, default=DATA_DIR, help="santacoder-fim folder")
     parser.add_argument("--json", type=Path, default=None, help="write per-item results here")
     parser.add_argument(
@@ -592,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "items": len(items),
         "max_tokens": args.max_tokens,
         "threads": args.threads,
+        "precision": args.precision,
     }
     finished: list[Outcome] = []
 
@@ -601,7 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.json.write_text(json.dumps(payload, indent=1))
 
     for key in models:
-        finished += run_model(key, items, variants, args.max_tokens, args.threads, save)
+        finished += run_model(
+            key, items, variants, args.max_tokens, args.threads, args.precision, save
+        )
     save([])
     print(report(finished, items, args.max_tokens))
     print("\n" + describe_run(meta))
@@ -611,7 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def describe_run(meta: dict[str, Any]) -> str:
     """One line naming a run: when, which code, which machine."""
     sources = ", ".join(f"{name} {digest}" for name, digest in meta.get("sources", {}).items())
-    return f"{meta['date']}, commit {meta['commit']} ({sources}), {meta['machine']}."
+    # The table says "Q4" for the shipped GGUFs; the ONNX weights are this precision.
+    precision = meta.get("precision", DEFAULT_PRECISION)
+    return (
+        f"{meta['date']}, commit {meta['commit']} ({sources}), {meta['machine']}, "
+        f"ONNX weights {precision}."
+    )
 
 
 def report_saved(paths: Sequence[Path], data_dir: Path, max_tokens: int, out: Path | None) -> int:

@@ -233,8 +233,8 @@ class CompletionPipeline:
         done = Completion("", 0, prompt, result, latency, source)
         if shown is not None:
             done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
-        # What the generated tokens spell before the answer (the healed text, if written).
-        lead_in = result.text[: len(result.text) - len(answer)] if answer else heal
+        # The answer ends the generated text; what comes before it is the healed text.
+        lead_in = result.text[: len(result.text) - len(answer)]
         self._remember(str(path), text, offset, prompt_ids, done, lead_in)
         return done
 

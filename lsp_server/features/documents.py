@@ -40,7 +40,7 @@ def _warm_context(ls: CoderLanguageServer, document: types.TextDocumentItem) -> 
     folder = ls.folder_of(document.uri)
     path = to_fs_path(document.uri)
     options, pipeline = ls.options, ls.pipeline
-    if pipeline is None or not pipeline.warm or folder is None or path is None:
+    if pipeline is None or folder is None or path is None:
         return
     if options.use_context and options.language_enabled(document.language_id or ""):
         pipeline.warm_file(Path(path), document.text, folder)
