@@ -5,8 +5,9 @@
         [--limit K] [--max-tokens 64] [--precision int4] [--json out.json]
 
 Data: `../shared/data/santacoder-fim/subset-240.json` (80 items per language; `--limit K` keeps
-the first K per language, which the subset's ordering makes a nested, balanced subset) and the
-rows of `santacoder-fim-task.jsonl.gz`. Scoring follows the data README (Qwen's rule): take the
+the first K per language, which the subset's ordering makes a nested, balanced subset; K above
+80 extends it by the same rule over the whole task file) and the rows of
+`santacoder-fim-task.jsonl.gz`. Scoring follows the data README (Qwen's rule): take the
 generation's first line, or its second line when it starts with "\\n" or " \\n"; `strip()` it and
 the reference; exact match. Greedy decoding, in-file prompt only (`use_context=False`).
 
@@ -57,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from context.prompt import PromptLayout
 from lsp_server.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig
@@ -67,6 +69,8 @@ logger = logging.getLogger("bench.fim_quality")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "santacoder-fim"
 MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
+# The data README's subset rule takes each language in this order.
+SUBSET_LANGUAGES = ("py", "js", "java")
 VARIANTS = ("model", "model-editor", "editor", "literal", "typing", "typing-psm")
 # Variants with the cursor inside the hole line, after its first space: they score the rest of
 # that line, and "typing-psm" turns off the typed line leading the middle (context/prompt.py).
@@ -140,22 +144,41 @@ class FimItem:
         return f"{self.prompt}\n{self.suffix}", len(self.prompt)
 
 
+def subset_ids(keys: Iterable[str], per_language: int) -> list[str]:
+    """The subset rule of the data README, for any size: per language (py, js, java), the
+    `per_language` ids ("<language>/<name>") with the smallest sha256 hex digests."""
+    by_language: dict[str, list[str]] = {}
+    for key in keys:
+        by_language.setdefault(key.split("/", 1)[0], []).append(key)
+    ids: list[str] = []
+    for language in SUBSET_LANGUAGES:
+        ordered = sorted(
+            by_language.get(language, []), key=lambda k: hashlib.sha256(k.encode()).hexdigest()
+        )
+        ids += ordered[:per_language]
+    return ids
+
+
 def load_items(data_dir: Path, per_language: int | None = None) -> list[FimItem]:
-    """The subset's rows in subset order; with `per_language`, the first that many per language."""
+    """The subset's rows in subset order; with `per_language`, the first that many per language
+    (beyond the stored subset's 80, chosen from the whole task file by the same rule)."""
     ids = json.loads((data_dir / "subset-240.json").read_text())["ids"]
-    wanted = set(ids)
     rows: dict[str, FimItem] = {}
     with gzip.open(data_dir / "santacoder-fim-task.jsonl.gz", "rt", encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
             key = f"{row['language']}/{row['name']}"
-            if key in wanted:
-                rows[key] = FimItem(
-                    key, row["language"], row["prompt"], row["suffix"], row["canonical_solution"]
-                )
-    missing = wanted - rows.keys()
+            rows[key] = FimItem(
+                key, row["language"], row["prompt"], row["suffix"], row["canonical_solution"]
+            )
+    missing = set(ids) - rows.keys()
     if missing:
         raise SystemExit(f"{len(missing)} subset ids are not in the task file, e.g. {min(missing)}")
+    if per_language is not None and per_language > len(ids) // len(SUBSET_LANGUAGES):
+        extended = subset_ids(rows, per_language)
+        if set(ids) - set(extended):
+            raise SystemExit("the subset file does not follow the subset rule")
+        ids = extended
     taken: Counter[str] = Counter()
     items: list[FimItem] = []
     for key in ids:
@@ -307,7 +330,9 @@ def run_item(
         latency = (time.monotonic() - started) * 1000
         post: str | None = None
     else:
-        pipeline.lead_line = variant != "typing-psm"
+        pipeline.layout = PromptLayout.for_model(
+            MODELS[model], typed_line_leads=variant != "typing-psm"
+        )
         done = pipeline.complete(
             item.path, buffer, offset, use_context=False, max_tokens=max_tokens
         )
@@ -557,7 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="0.5b,1.5b", help="comma list of: 0.5b, 1.5b")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variants")
-    parser.add_argument("--limit", type=int, default=None, help="first K items per language")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="first K items per language (above 80: the subset rule over the whole task file)",
+    )
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--threads", type=int, default=0, help="engine threads (0: automatic)")
     parser.add_argument(

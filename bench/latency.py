@@ -48,6 +48,7 @@ from typing import Any
 from bench.context import percentile
 from bench.sources import line_starts, module_path, round_robin
 from bench.speculative import MODELS
+from context.prompt import PromptLayout
 from lsp_server.pipeline import CompletionPipeline, after_heal
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from runtime import models
@@ -224,7 +225,8 @@ def run(args: argparse.Namespace) -> list[Sample]:
     """Replay the typing on our side, then on llama.cpp's."""
     model = MODELS[args.model]
     options = EngineOptions(model=model)
-    pipeline = CompletionPipeline(LocalEngine.load(options, progress=True))
+    engine = LocalEngine.load(options, progress=True)
+    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(model))
     lines = typed_lines(args.lines)
     samples = replay(
         "ours",

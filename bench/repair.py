@@ -34,6 +34,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from context.prompt import PromptLayout
 from lsp_server.pipeline import CompletionPipeline
 from lsp_server.repair import RepairOptions, local_diagnostics, repair
 from runtime.engine import EngineOptions, LocalEngine
@@ -160,7 +161,8 @@ def run_mode(model: str, lookup: bool, chosen: list[Case], folder: Path) -> list
     """Repair every case with a fresh engine; one record per case."""
     # No draft model: the modes differ by prompt lookup alone.
     options = EngineOptions(model=model, draft_model=None)
-    pipeline = CompletionPipeline(LocalEngine.load(options, progress=False))
+    engine = LocalEngine.load(options, progress=False)
+    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(options.model))
     records = []
     for index, case in enumerate(chosen):
         path = folder / f"case{index:02d}.py"

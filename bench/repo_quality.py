@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench.sources import module_path
 from context.imports import WorkspaceLayout, extract_imports, resolve_imports
+from context.prompt import PromptLayout
 from lsp_server.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         holes += sample(found, args.holes // len(args.packages.split(",")))
         print(f"{name}: {len(found)} candidate holes", file=sys.stderr)
 
-    pipeline = CompletionPipeline(LocalEngine.load(EngineOptions(model=args.model), progress=False))
+    engine = LocalEngine.load(EngineOptions(model=args.model), progress=False)
+    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(args.model))
     scores: dict[str, list[bool]] = {"context": [], "no-context": []}
     answers: dict[str, str] = {}
     latency: dict[str, list[float]] = {"context": [], "no-context": []}

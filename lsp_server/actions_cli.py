@@ -13,6 +13,7 @@ from typing import Any
 
 from lsprotocol import converters, types
 
+from context.prompt import PromptLayout
 from lsp_server.assist import ActionError
 from lsp_server.complete_cli import RequestError, read_source
 from lsp_server.explain import ExplainOptions, explain
@@ -51,7 +52,8 @@ def read_target(target: str, allow_range: bool) -> tuple[Path, str, int, int] | 
 
 
 def _pipeline(model: str) -> CompletionPipeline:
-    return CompletionPipeline(LocalEngine.load(EngineOptions(model=model), progress=True))
+    engine = LocalEngine.load(EngineOptions(model=model), progress=True)
+    return CompletionPipeline(engine, layout=PromptLayout.for_model(model))
 
 
 def repair_json(result: RepairResult) -> dict[str, Any]:

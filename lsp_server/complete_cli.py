@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from context.prompt import PromptLayout
 from lsp_server.pipeline import CompletionPipeline, CompletionRefused
 from runtime.engine import EngineOptions, LocalEngine
 
@@ -164,7 +165,8 @@ def run_complete(args: argparse.Namespace) -> int:
     options = EngineOptions(model=args.model, draft_model=args.draft_model)
     if args.no_draft:
         options = options.without_speculation()
-    pipeline = CompletionPipeline(LocalEngine.load(options, progress=True))
+    engine = LocalEngine.load(options, progress=True)
+    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(args.model))
     if not args.target:
         for number, request_line in _batch_requests(Path(args.batch)):
             try:

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from context.prompt import PromptLayout
 from runtime import models
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ class ServerOptions:
     use_context: bool = True
     # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.
     typed_line_leads: bool = True
+    # At the end of a line the FIM suffix starts at the next line (context/prompt.py); None:
+    # what was measured best for the model.
+    suffix_from_next_line: bool | None = None
     languages: tuple[str, ...] = ("*",)
     secret_globs: tuple[str, ...] = ()
     log_level: str = "info"
@@ -42,6 +46,14 @@ class ServerOptions:
     def language_enabled(self, language_id: str) -> bool:
         """Whether completions are offered for this LSP language id."""
         return "*" in self.languages or language_id in self.languages
+
+    def prompt_layout(self) -> PromptLayout:
+        """The FIM prompt layout these settings ask for."""
+        return PromptLayout.for_model(
+            self.model,
+            typed_line_leads=self.typed_line_leads,
+            suffix_from_next_line=self.suffix_from_next_line,
+        )
 
     @property
     def remote(self) -> bool:
@@ -87,6 +99,10 @@ def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "expected true or false"
 
 
+def _optional_boolean(value: Any) -> str | None:
+    return None if value is None or isinstance(value, bool) else "expected true, false or null"
+
+
 def _strings(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return None
@@ -106,6 +122,7 @@ WIRE_FIELDS: dict[str, tuple[str, Any]] = {
     "contextBudget": ("context_budget", _non_negative(16384)),
     "useContext": ("use_context", _boolean),
     "typedLineLeads": ("typed_line_leads", _boolean),
+    "suffixFromNextLine": ("suffix_from_next_line", _optional_boolean),
     "languages": ("languages", _strings),
     "secretGlobs": ("secret_globs", _strings),
     "logLevel": ("log_level", _choice(*LOG_LEVELS)),

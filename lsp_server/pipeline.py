@@ -12,7 +12,14 @@ from pathlib import Path
 
 from context.files import FileRules, is_secret_path, redact_secrets
 from context.index import WorkspaceIndex
-from context.prompt import ContextPiece, Prompt, PromptBudget, TokenCounter, build_prompt
+from context.prompt import (
+    ContextPiece,
+    Prompt,
+    PromptBudget,
+    PromptLayout,
+    TokenCounter,
+    build_prompt,
+)
 from context.repo import RepoContext
 from lsp_server.forward_cache import (
     ForwardCache,
@@ -148,8 +155,8 @@ class CompletionPipeline:
     # off for a remote engine, whose server other users share.
     warm: bool = True
     warmer: CacheWarmer = field(default_factory=CacheWarmer)
-    # The line being typed leads the middle (context.prompt); False: Qwen's PSM order always.
-    lead_line: bool = True
+    # Where the typed line and the suffix go in the prompt (context.prompt).
+    layout: PromptLayout = field(default_factory=PromptLayout)
 
     def predicted(
         self,
@@ -315,7 +322,7 @@ class CompletionPipeline:
         count = self.engine.count_tokens
         if repo is None or relative is None:
             return build_prompt(
-                name, before + after, len(before), count, self.budget, lead_line=self.lead_line
+                name, before + after, len(before), count, self.budget, layout=self.layout
             )
         pieces = source.context(count, self.budget.repo_tokens)
         return build_prompt(
@@ -326,5 +333,5 @@ class CompletionPipeline:
             self.budget,
             repo_name=repo.index.name,
             context=pieces,
-            lead_line=self.lead_line,
+            layout=self.layout,
         )

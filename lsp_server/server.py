@@ -78,7 +78,7 @@ class CoderLanguageServer(LanguageServer):
         self.options = options
         if self.pipeline is not None:
             self.pipeline.budget = self.prompt_budget()
-            self.pipeline.lead_line = options.typed_line_leads
+            self.pipeline.layout = options.prompt_layout()
         rules = FileRules(extra_secret_globs=options.secret_globs)
         if rules != self.workspaces.rules:
             self.workspaces = Workspaces(rules)
@@ -121,7 +121,7 @@ class CoderLanguageServer(LanguageServer):
             return
         self.pipeline = CompletionPipeline(engine, self.workspaces, self.prompt_budget())
         self.pipeline.warm = not options.remote
-        self.pipeline.lead_line = options.typed_line_leads
+        self.pipeline.layout = options.prompt_layout()
         self.state, self.state_detail = EngineState.READY, options.model
         self.ready.set()
 

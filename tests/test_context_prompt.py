@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from context.prompt import ContextPiece, PromptBudget, build_prompt, select_context
+from context.prompt import ContextPiece, PromptBudget, PromptLayout, build_prompt, select_context
 from runtime.tokenizer import QwenTokenizer
 
 CODE = "".join(
@@ -21,10 +21,12 @@ def test_in_file_prompt_layout(qwen_tokenizer: QwenTokenizer) -> None:
     text = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"
     offset = text.index("return ") + len("return ")
     prompt = build_prompt("calc.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)))
-    # The typed line leads the middle, its trailing blank left for the answer to start with.
+    # The typed line leads the middle, its trailing blank left for the answer to start with;
+    # the suffix starts at the next line (the line break is the middle's to write).
     assert prompt.text == (
-        "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n\nprint(add(1, 2))\n<|fim_middle|>    return"
+        "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\nprint(add(1, 2))\n<|fim_middle|>    return"
     )
+    assert prompt.suffix == "\n\nprint(add(1, 2))\n"
     assert (prompt.lead, prompt.heal) == ("    return", " ")
     assert prompt.files == ["calc.py"]
     assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
@@ -143,7 +145,7 @@ def test_a_line_too_long_to_lead_stays_in_the_prefix(qwen_tokenizer: QwenTokeniz
     text = "x = [" + ", ".join(str(i) for i in range(400)) + ", \n"
     prompt = build_prompt("m.py", text, len(text) - 1, lambda t: len(qwen_tokenizer.encode(t)))
     assert prompt.lead == ""
-    assert prompt.text.endswith("<|fim_suffix|>\n<|fim_middle|>")
+    assert prompt.text.endswith("<|fim_suffix|><|fim_middle|>")
 
 
 def test_impossible_budget_is_refused() -> None:
@@ -210,7 +212,51 @@ def test_psm_order_on_request(qwen_tokenizer: QwenTokenizer) -> None:
     text = "def add(a, b):\n    return \n"
     offset = text.index("return ") + len("return ")
     prompt = build_prompt(
-        "calc.py", text, offset, lambda t: len(qwen_tokenizer.encode(t)), lead_line=False
+        "calc.py",
+        text,
+        offset,
+        lambda t: len(qwen_tokenizer.encode(t)),
+        layout=PromptLayout(typed_line_leads=False, suffix_from_next_line=False),
     )
     assert (prompt.lead, prompt.heal) == ("", "")
     assert prompt.text == "<|fim_prefix|>def add(a, b):\n    return <|fim_suffix|>\n<|fim_middle|>"
+
+
+@pytest.mark.parametrize(
+    ("text", "offset", "fim_suffix"),
+    [
+        # At the end of a line: the suffix starts at the next line, CRLF or LF.
+        ("x = 1\ny = 2\n", 5, "y = 2\n"),
+        ("x = 1\r\ny = 2\r\n", 5, "y = 2\r\n"),
+        # Code after the cursor on its line, or a blank run before the break: unchanged.
+        ("f(x)\ny = 2\n", 2, "x)\ny = 2\n"),
+        ("x = 1  \ny = 2\n", 5, "  \ny = 2\n"),
+        # End of file: nothing to leave out.
+        ("x = 1", 5, ""),
+    ],
+)
+def test_suffix_from_next_line(
+    qwen_tokenizer: QwenTokenizer, text: str, offset: int, fim_suffix: str
+) -> None:
+    def count(part: str) -> int:
+        return len(qwen_tokenizer.encode(part))
+
+    # (No line leads the middle here, so that the prompt ends with the suffix's segment.)
+    prompt = build_prompt("m.py", text, offset, count, layout=PromptLayout(typed_line_leads=False))
+    assert prompt.suffix == text[offset:]
+    assert prompt.text.endswith(f"<|fim_suffix|>{fim_suffix}<|fim_middle|>"), prompt.text
+    assert prompt.tokens == len(qwen_tokenizer.encode_segments(prompt.segments))
+    kept = build_prompt(
+        "m.py", text, offset, count, layout=PromptLayout(False, suffix_from_next_line=False)
+    )
+    assert kept.text.endswith(f"<|fim_suffix|>{text[offset:]}<|fim_middle|>"), kept.text
+
+
+def test_layout_for_model() -> None:
+    # Measured per model (context/prompt.py): the 0.5B keeps the line break; explicit settings win.
+    assert PromptLayout.for_model("qwen2.5-coder-1.5b").suffix_from_next_line
+    assert PromptLayout.for_model(None).suffix_from_next_line
+    assert not PromptLayout.for_model("qwen2.5-coder-0.5b").suffix_from_next_line
+    forced = PromptLayout.for_model("qwen2.5-coder-0.5b", suffix_from_next_line=True)
+    assert forced.suffix_from_next_line
+    assert not PromptLayout.for_model(None, typed_line_leads=False).typed_line_leads

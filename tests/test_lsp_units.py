@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from context.prompt import PromptLayout
 from lsp_server.debounce import DocumentScheduler, Superseded
 from lsp_server.options import ServerOptions, parse_options
 from runtime.generate import CancellationToken
@@ -20,6 +21,7 @@ VSCODE_SETTINGS = {
         "languages": ["python", "go"],
         "logLevel": "debug",
         "typedLineLeads": False,
+        "suffixFromNextLine": True,
     }
 }
 # What a Neovim `init_options` table becomes.
@@ -36,6 +38,11 @@ def test_vscode_nested_settings() -> None:
     )
     assert options.language_enabled("go") and not options.language_enabled("rust")
     assert not options.typed_line_leads and ServerOptions().typed_line_leads
+    # Set explicitly, it wins over the model's measured default (the 0.5B keeps the break).
+    assert options.suffix_from_next_line and ServerOptions().suffix_from_next_line is None
+    assert not ServerOptions(model="qwen2.5-coder-0.5b").prompt_layout().suffix_from_next_line
+    chosen = parse_options({**VSCODE_SETTINGS["coderLsp"], "model": "qwen2.5-coder-0.5b"})[0]
+    assert chosen.prompt_layout() == PromptLayout(False, True)
 
 
 def test_neovim_flat_init_options_over_a_base() -> None:

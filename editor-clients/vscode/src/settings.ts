@@ -18,6 +18,7 @@ export const SERVER_KEYS: Readonly<Record<string, string>> = {
   contextBudget: 'contextBudget',
   useContext: 'useContext',
   typedLineLeads: 'typedLineLeads',
+  suffixFromNextLine: 'suffixFromNextLine',
   languages: 'languages',
   secretGlobs: 'secretGlobs',
   logLevel: 'logLevel',
