@@ -421,6 +421,32 @@ def drop_suffix_echo(suggestion: Suggestion, context: CursorContext) -> Suggesti
     return _with(suggestion, kept) if without <= with_echo else suggestion
 
 
+def closers_on_their_own_line(suggestion: Suggestion, context: CursorContext) -> Suggestion:
+    """At the end of a line that leaves no bracket open, closers written without a line break
+    (`return x;` + `}`: the model, given a suffix that starts at the next line, may leave the
+    break out) close an earlier line's block, so they go on a line of their own: indented as
+    the model indented them, else as the line that opened the block. Whether the file needs
+    them is left to `drop_trivial`'s syntax check."""
+    text = suggestion.text
+    if context.mid_line or not context.line_prefix.strip() or "\n" in text:
+        return suggestion
+    left_open, _ = _scan_brackets(context.line_prefix, _comment_marker(context))
+    if not is_closer_line(text) or left_open:
+        return suggestion
+    indent = text[: _indent(text)] or _opener_indent(context)
+    return _with(suggestion, "\n" + indent + text.strip())
+
+
+def _opener_indent(context: CursorContext) -> str:
+    """The indentation of the nearest line above the cursor's that is indented less than it
+    (the line that opened the cursor's block), or "" when there is none."""
+    level = _indent(context.line_prefix)
+    for line in reversed(context.above.split("\n")):
+        if line.strip() and _indent(line) < level:
+            return line[: _indent(line)]
+    return ""
+
+
 def consume_auto_closed(suggestion: Suggestion, context: CursorContext) -> Suggestion:
     """Closers the editor auto-inserted after the cursor are not emitted twice: see
     `_consume_closers` (`foo(|)` + `a) + 1` replaces the `)`)."""
@@ -566,9 +592,10 @@ def _closes_what_is_open(suggestion: Suggestion, context: CursorContext) -> bool
 # 5. drop_following_lines (block mode) and then drop_suffix_echo / consume_auto_closed
 #    (mid-line): the echo of the whole rest of the line goes first, since dropping it needs no
 #    replace range; consume_auto_closed then settles the closers that remain.
-# 6. keep_valid_syntax after every rule that edits the text or the replace range: it parses
+# 6. closers_on_their_own_line before the syntax check, which judges the line it makes.
+# 7. keep_valid_syntax after every rule that edits the text or the replace range: it parses
 #    the file exactly as it would be after accepting.
-# 7. drop_trivial last: it judges exactly what would be shown, after every trim.
+# 8. drop_trivial last: it judges exactly what would be shown, after every trim.
 RULES: tuple[Rule, ...] = (
     limit_scope,
     trim_trailing_space,
@@ -577,6 +604,7 @@ RULES: tuple[Rule, ...] = (
     drop_following_lines,
     drop_suffix_echo,
     consume_auto_closed,
+    closers_on_their_own_line,
     keep_valid_syntax,
     drop_trivial,
 )

@@ -224,6 +224,7 @@ def test_the_rules_run_in_the_documented_order() -> None:
         "drop_following_lines",
         "drop_suffix_echo",
         "consume_auto_closed",
+        "closers_on_their_own_line",
         "keep_valid_syntax",
         "drop_trivial",
     ]
