@@ -805,7 +805,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--keystroke-tokens", type=int, default=3, help="tokens typed per keystroke"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--precision", default="int4", help="precision of our ONNX model")
+    parser.add_argument(
+        "--precision", default=None, help="precision of our ONNX model (default: the machine's)"
+    )
     parser.add_argument(
         "--llama-api",
         choices=("eval", "generate"),
@@ -827,7 +829,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ]
         if unknown:
             parser.error(f"unknown model or runtime: {', '.join(unknown)}")
+        if args.precision is None:
+            args.precision = machine_default_precision()
     return args
+
+
+def machine_default_precision() -> str:
+    """The engine's default precision here, or int4 when our runtime is not installed."""
+    if not is_installed("ours"):
+        return "int4"
+    from runtime.models import DEFAULT_PRECISION
+
+    return DEFAULT_PRECISION
 
 
 def main(argv: Sequence[str] | None = None) -> int:

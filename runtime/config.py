@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PRECISIONS = ("int4", "int8", "fp32")
+PRECISIONS = ("int4", "int8", "w8a8", "fp32")
 # Bump when the ONNX graph the converter writes changes: cached conversions are keyed by it.
 GRAPH_FORMAT = 1
 

@@ -8,6 +8,9 @@ one dequantized tensor at a time (the notes measured 15-21 GB peaks for export +
   step appends in place instead of concatenating the cache;
 - `MatMulNBits` (4- or 8-bit block-quantized weights, int8 compute via VNNI at accuracy level 4),
   with q/k/v and gate/up fused into one matrix each, so activations are quantized once per block;
+- or, at precision `w8a8`, `MatMulInteger` on int8 weights (one scale per output channel) and
+  activations quantized to 8 bits per row: ONNX Runtime's u8s8 GEMM, which runs on AMX where the
+  CPU has it (6-7x MatMulNBits' int4 throughput for prompts there, `bench/kernels.py`);
 - `SkipSimplifiedLayerNormalization`, fusing the residual add into the RMS norm;
 - logits only for the last `logits_to_keep` positions: prefill pays for one row of the vocab
   projection, speculative verification asks for k+1.
@@ -122,13 +125,40 @@ def quantize_blockwise(
     return quantized, scales.reshape(-1).astype(np.float32), zero_points.reshape(-1)
 
 
-class _GraphBuilder:
-    """Collects nodes and initializers with unique names."""
+def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization of a [N, K] weight, one scale per output row.
 
-    def __init__(self, data: ExternalDataWriter, precision: str) -> None:
+    Returns the transposed int8 matrix [K, N] (MatMulInteger's B) and scales [N] float32.
+    """
+    scales = np.abs(weight).max(axis=1) / 127.0  # [N]
+    scales[scales == 0] = 1.0
+    quantized = np.clip(np.rint(weight / scales[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(quantized.T), scales.astype(np.float32)
+
+
+class GraphBuilder:
+    """Collects nodes and initializers with unique names; `linear` writes a matrix product in
+    the build's precision (int4 / int8 with `block_size`-wide blocks, w8a8 or fp32)."""
+
+    def __init__(
+        self, data: ExternalDataWriter, precision: str, block_size: int = BLOCK_SIZE
+    ) -> None:
         self.data = data
         self.precision = precision
+        self.block_size = block_size
         self.nodes: list[onnx.NodeProto] = []
+        if precision == "w8a8":
+            # Shared by every w8a8 linear: the row-max axis, 1/127, the smallest row scale
+            # (an all-zero row must not divide by zero), and u8 zero point 128 (symmetric int8
+            # shifted into uint8: ONNX Runtime's fast integer GEMM is u8 x s8).
+            for constant, value in (
+                ("w8a8.last_axis", np.array([-1], np.int64)),
+                ("w8a8.inverse_127", np.array(1.0 / 127.0, np.float32)),
+                ("w8a8.tiny", np.array(1e-30, np.float32)),
+                ("w8a8.one", np.array(1.0, np.float32)),
+                ("w8a8.zero_point", np.array(128, np.uint8)),
+            ):
+                data.add(constant, value)
 
     def node(
         self,
@@ -154,9 +184,11 @@ class _GraphBuilder:
         n, k = weight.shape
         if self.precision == "fp32":
             out = self.node("MatMul", [x, self.data.add(f"{name}.weight", weight.T)], name)[0]
+        elif self.precision == "w8a8":
+            out = self._integer_linear(x, weight, name)
         else:
             bits = 4 if self.precision == "int4" else 8
-            packed, scales, zero_points = quantize_blockwise(weight, bits)
+            packed, scales, zero_points = quantize_blockwise(weight, bits, self.block_size)
             inputs = [
                 x,
                 self.data.add(f"{name}.qweight", packed),
@@ -171,12 +203,35 @@ class _GraphBuilder:
                 K=k,
                 N=n,
                 bits=bits,
-                block_size=BLOCK_SIZE,
+                block_size=self.block_size,
                 accuracy_level=ACCURACY_LEVEL,
             )[0]
         if bias is None:
             return out
         return self.node("Add", [out, self.data.add(f"{name}.bias", bias)], f"{name}/bias")[0]
+
+    def _integer_linear(self, x: str, weight: np.ndarray, name: str) -> str:
+        """x [B, S, K] @ weight.T in integers: each row of x quantized to int8 by its own
+        absolute maximum, weights per output channel, int32 sums scaled back to float."""
+        quantized_weight, weight_scales = quantize_per_channel(weight)  # [K, N], [N]
+        magnitude = self.node("Abs", [x], f"{name}/abs")[0]
+        peak = self.node("ReduceMax", [magnitude, "w8a8.last_axis"], f"{name}/peak", keepdims=1)[
+            0
+        ]  # [B, S, 1]
+        step = self.node("Mul", [peak, "w8a8.inverse_127"], f"{name}/step")[0]
+        row_scale = self.node("Max", [step, "w8a8.tiny"], f"{name}/row_scale")[0]
+        scaled = self.node("Div", [x, row_scale], f"{name}/scaled")[0]  # within [-127, 127]
+        rows = self.node(
+            "QuantizeLinear", [scaled, "w8a8.one", "w8a8.zero_point"], f"{name}/quantize"
+        )[0]  # [B, S, K] uint8
+        sums = self.node(
+            "MatMulInteger",
+            [rows, self.data.add(f"{name}.qweight", quantized_weight), "w8a8.zero_point"],
+            f"{name}/matmul",
+        )[0]  # [B, S, N] int32, exact
+        real = self.node("Cast", [sums], f"{name}/cast", to=TensorProto.FLOAT)[0]
+        by_row = self.node("Mul", [real, row_scale], f"{name}/row_scaled")[0]
+        return self.node("Mul", [by_row, self.data.add(f"{name}.scales", weight_scales)], name)[0]
 
 
 def rotary_caches(config: ModelConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +280,7 @@ def convert_to_onnx(
         return array
 
     data = ExternalDataWriter(out_dir / "model.onnx.data")
-    graph = _GraphBuilder(data, precision)
+    graph = GraphBuilder(data, precision)
     try:
         hidden = _build_decoder(graph, config, read)
         _build_head(graph, config, read, hidden)
@@ -255,7 +310,7 @@ def convert_to_onnx(
 
 
 def _skip_norm(
-    graph: _GraphBuilder, x: str, residual: str, weight: str, name: str, eps: float
+    graph: GraphBuilder, x: str, residual: str, weight: str, name: str, eps: float
 ) -> tuple[str, str]:
     """RMS norm of x + residual, fused; returns (normed, the new residual stream x + residual)."""
     normed, _, _, summed = graph.node(
@@ -270,7 +325,7 @@ def _skip_norm(
 
 
 def _build_decoder(
-    graph: _GraphBuilder, config: ModelConfig, read: Callable[[str], np.ndarray]
+    graph: GraphBuilder, config: ModelConfig, read: Callable[[str], np.ndarray]
 ) -> tuple[str, str]:
     """Embedding and decoder layers; returns (last layer output, residual stream) names."""
     embedding = read("model.embed_tokens.weight")
@@ -361,7 +416,7 @@ def _build_decoder(
 
 
 def _build_head(
-    graph: _GraphBuilder,
+    graph: GraphBuilder,
     config: ModelConfig,
     read: Callable[[str], np.ndarray],
     hidden: tuple[str, str],

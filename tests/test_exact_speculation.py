@@ -1,6 +1,7 @@
-"""Speculation on the real int4 0.5B: with `min_rows=2` every pass runs the same kernel, so a
-decode step scores exactly what a verify pass scores, and speculative greedy output is token
-for token the plain greedy output (prompt lookup, and the model drafting for itself)."""
+"""Speculation on the real 0.5B (int4 and w8a8): with `min_rows=2` every pass runs the same
+kernels, so a decode step scores exactly what a verify pass scores, and speculative greedy
+output is token for token the plain greedy output (prompt lookup, and the model drafting for
+itself)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ CAPACITY = 2048
 SOURCES = [Path(np.__file__).parent / "lib" / "_function_base_impl.py", Path(__file__)]
 
 
-@pytest.fixture(scope="module")
-def real() -> tuple[ModelRunner, QwenTokenizer]:
-    """The embedded 0.5B (int4), every pass padded to two rows."""
-    prepared = models.prepare(MODEL, progress=False)
+@pytest.fixture(scope="module", params=["int4", "w8a8"])
+def real(request: pytest.FixtureRequest) -> tuple[ModelRunner, QwenTokenizer]:
+    """The embedded 0.5B at both quantized precisions, every pass padded to two rows."""
+    prepared = models.prepare(MODEL, request.param, progress=False)
     session = create_session(prepared.onnx_path, SessionOptions())
-    return ModelRunner(session, prepared.config, min_rows=2), QwenTokenizer.load(prepared.directory)
+    runner = ModelRunner(session, prepared.config, min_rows=2)
+    return runner, QwenTokenizer.load(prepared.directory)
 
 
 def code_prompts(tokenizer: QwenTokenizer, count: int) -> list[list[int]]:

@@ -27,6 +27,7 @@ from lsp_server.cli import build_parser, main
 from runtime.config import GRAPH_FORMAT, ModelConfig
 from runtime.models import (
     DEFAULT_DRAFT,
+    DEFAULT_PRECISION,
     DEFAULT_TARGET,
     EMBEDDED_MODELS,
     INSTALLED,
@@ -38,6 +39,7 @@ from runtime.models import (
     ModelError,
     ModelRegistry,
     cache_root,
+    machine_precision,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,7 +376,7 @@ def test_manifest_fields(tmp_path: Path, model: EmbeddedModel) -> None:
     assert manifest == prepared.manifest
     assert manifest["format"] == 1
     assert manifest["name"] == model.name
-    assert manifest["precision"] == "int4"
+    assert manifest["precision"] == DEFAULT_PRECISION
     assert manifest["source"] == {
         "kind": "embedded",
         "location": f"{model.parts[0].package} .. {model.parts[-1].package}",
@@ -443,7 +445,11 @@ def test_concurrent_prepares_convert_once(tmp_path: Path, site: Path, model: Emb
 
 def test_directory_without_manifest_does_not_load(tmp_path: Path, model: EmbeddedModel) -> None:
     registry = registry_for(tmp_path, model, exporter=FakeExporter())
-    final = registry.root / "onnx" / f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}"
+    final = (
+        registry.root
+        / "onnx"
+        / f"{model.name}-{DEFAULT_PRECISION}-g{GRAPH_FORMAT}-{model.sha256[:12]}"
+    )
     final.mkdir(parents=True)
     (final / "model.onnx").write_bytes(b"from an older, non-atomic tool")
     TINY_CONFIG.save(final / "config.json")
@@ -454,7 +460,7 @@ def test_directory_without_manifest_does_not_load(tmp_path: Path, model: Embedde
     prepared = registry.prepare(model.name, progress=False)
     assert prepared.directory == final
     assert (final / MANIFEST_NAME).is_file()
-    assert (final / "model.onnx").read_bytes() == b"fake onnx graph int4"
+    assert (final / "model.onnx").read_bytes() == f"fake onnx graph {DEFAULT_PRECISION}".encode()
 
 
 def test_file_size_mismatch_is_rebuilt(tmp_path: Path, model: EmbeddedModel) -> None:
@@ -480,7 +486,7 @@ def test_conversion_progress_goes_to_stderr(
     registry_for(tmp_path, model, exporter=FakeExporter()).prepare(model.name, progress=True)
     out, err = capsys.readouterr()
     assert out == ""
-    assert f"converting {model.name} (int4)" in err
+    assert f"converting {model.name} ({DEFAULT_PRECISION})" in err
     assert "4/4" in err
 
 
@@ -502,11 +508,11 @@ def test_local_gguf_file(tmp_path: Path) -> None:
 
     prepared = registry.prepare(str(gguf), progress=False)
     assert prepared.name == "my-coder"
-    assert prepared.directory.name == f"my-coder-int4-g{GRAPH_FORMAT}-{sha[:12]}"
+    assert prepared.directory.name == f"my-coder-{DEFAULT_PRECISION}-g{GRAPH_FORMAT}-{sha[:12]}"
     assert prepared.manifest["source"]["kind"] == "gguf"
     assert prepared.manifest["source"]["location"] == str(gguf)
     assert prepared.manifest["source"]["sha256"] == sha
-    assert exporter.calls == [(gguf, "gguf", "int4")]
+    assert exporter.calls == [(gguf, "gguf", DEFAULT_PRECISION)]
     memo = json.loads((registry.root / "hashes.json").read_text())
     assert memo[str(gguf)]["sha256"] == sha
 
@@ -612,7 +618,11 @@ def test_verify_finds_damage(tmp_path: Path, site: Path, model: EmbeddedModel) -
     assert [r.item for r in results] == [
         "chunk packages",
         str(registry.root / "gguf" / f"{model.name}.gguf"),
-        str(registry.root / "onnx" / f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}"),
+        str(
+            registry.root
+            / "onnx"
+            / f"{model.name}-{DEFAULT_PRECISION}-g{GRAPH_FORMAT}-{model.sha256[:12]}"
+        ),
     ]
     assert all(r.ok for r in results)
 
@@ -623,7 +633,11 @@ def test_verify_finds_damage(tmp_path: Path, site: Path, model: EmbeddedModel) -
     assert model.parts[2].package in by_item["chunk packages"].message
     assert not by_item[str(registry.root / "gguf" / f"{model.name}.gguf")].ok
     assert by_item[
-        str(registry.root / "onnx" / f"{model.name}-int4-g{GRAPH_FORMAT}-{model.sha256[:12]}")
+        str(
+            registry.root
+            / "onnx"
+            / f"{model.name}-{DEFAULT_PRECISION}-g{GRAPH_FORMAT}-{model.sha256[:12]}"
+        )
     ].ok
 
 
@@ -764,3 +778,13 @@ def run_child(
     child = start_child(tmp_path, site, model, exporter)
     out, err = child.communicate(timeout=120)
     return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+def test_machine_precision_follows_the_cpu_flags(tmp_path: Path) -> None:
+    amx = tmp_path / "amx"
+    amx.write_text("flags\t\t: fpu avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("flags\t\t: fpu avx512f avx512_vnni\n")
+    assert machine_precision(amx) == "w8a8"
+    assert machine_precision(vnni) == "int4"
+    assert machine_precision(tmp_path / "missing") == "int4"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.config import ModelConfig
-from runtime.convert import quantize_blockwise
+from runtime.convert import quantize_blockwise, quantize_per_channel
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import (
     PREFILL_CHUNK,
@@ -200,20 +200,63 @@ def test_blockwise_quantization_error_is_within_half_a_step(bits: int) -> None:
     assert np.all(np.abs(restored - weight) <= step / 2 + 1e-6)
 
 
-def test_quantized_models_stay_close_to_fp32(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_per_channel_quantization_error_is_within_half_a_step() -> None:
+    weight = np.random.default_rng(4).standard_normal((6, 40)).astype(np.float32)
+    weight[2] = 0.0  # an all-zero channel stays exact
+    quantized, scales = quantize_per_channel(weight)
+    assert quantized.shape == (40, 6) and quantized.dtype == np.int8
+    restored = quantized.T.astype(np.float32) * scales[:, None]
+    assert np.all(np.abs(restored - weight) <= scales[:, None] / 2 + 1e-6)
+    assert np.all(restored[2] == 0.0)
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint converted at every precision: <dir>/<precision>/model.onnx."""
+    from runtime.config import PRECISIONS
     from runtime.convert import convert_to_onnx
     from runtime.weights import open_weight_source
 
-    logits = {}
-    for precision in ("fp32", "int8", "int4"):
+    root = tmp_path_factory.mktemp("precisions")
+    for precision in PRECISIONS:
         with open_weight_source(tiny_checkpoint) as source:
-            convert_to_onnx(source, tmp_path / precision, precision)
-        config = ModelConfig.load(tmp_path / precision / "config.json")
-        session = create_session(tmp_path / precision / "model.onnx", SessionOptions())
-        logits[precision] = ModelRunner(session, config).forward(KVCache(config, 64), PROMPT[:20])
+            convert_to_onnx(source, root / precision, precision)
+    return root
+
+
+def load_runner(directory: Path) -> ModelRunner:
+    """A one-row runner (no padding) over a converted directory."""
+    config = ModelConfig.load(directory / "config.json")
+    return ModelRunner(create_session(directory / "model.onnx", SessionOptions()), config)
+
+
+def test_quantized_models_stay_close_to_fp32(converted: Path) -> None:
+    logits = {}
+    for precision in ("fp32", "int8", "w8a8", "int4"):
+        runner = load_runner(converted / precision)
+        logits[precision] = runner.forward(KVCache(runner.config, 64), PROMPT[:20])
     scale = np.abs(logits["fp32"]).max()
     assert np.abs(logits["int8"] - logits["fp32"]).max() < 0.02 * scale
+    assert np.abs(logits["w8a8"] - logits["fp32"]).max() < 0.05 * scale
     assert np.abs(logits["int4"] - logits["fp32"]).max() < 0.2 * scale
+
+
+@pytest.mark.parametrize("precision", ["int4", "w8a8"])
+def test_padded_steps_score_exactly_what_one_pass_scores(converted: Path, precision: str) -> None:
+    # The prompt in one pass, in two chunks, and one token at a time padded to two rows (as the
+    # engine decodes quantized models) must give the same logits bit for bit: what makes
+    # speculative and prefix-reusing greedy output identical to plain greedy output.
+    runner = load_runner(converted / precision)
+    runner.min_rows = 2
+    prompt = PROMPT[:12]
+    whole = runner.forward(KVCache(runner.config, 64), prompt, keep=len(prompt))
+    chunked_cache = KVCache(runner.config, 64)
+    runner.forward(chunked_cache, prompt[:5])
+    chunked = runner.forward(chunked_cache, prompt[5:], keep=7)
+    stepped_cache = KVCache(runner.config, 64)
+    stepped = np.stack([runner.forward(stepped_cache, [token])[0] for token in prompt])
+    assert np.array_equal(whole[5:], chunked)
+    assert np.array_equal(whole, stepped)
 
 
 def test_provider_choice() -> None:

@@ -64,7 +64,7 @@ suite('settings mapping', () => {
 
   test('enum settings list the values the server accepts', () => {
     const declared = declaredSettings();
-    assert.deepEqual(declared.precision.enum, ['int4', 'int8', 'fp32']);
+    assert.deepEqual(declared.precision.enum, ['int4', 'int8', 'w8a8', 'fp32']);
     assert.deepEqual(declared.provider.enum, ['auto', 'tensorrt', 'cuda', 'cpu']);
     assert.deepEqual(declared.logLevel.enum, ['debug', 'info', 'warning', 'error']);
   });
