@@ -2,7 +2,7 @@
 completions, with the draft model, with prompt lookup, with both, and without.
 
     python -m bench.speculative [--target 1.5b] [--draft 0.5b] [--items 12] [--max-tokens 64]
-        [--json out.json]
+        [--precision w8a8|int4] [--json out.json]
 
 Workload: function bodies of real Python files we did not write, pygls 2's sources (newer than
 the models' training data; the standard library, which they recite, would flatter the drafts):
@@ -18,8 +18,9 @@ timed apart and reported, not counted: in an editor session the draft cache foll
 cache across keystrokes like the target's does.
 
 Configurations:
-- `plain, 1-row kernel`: a target-only engine, a decode step runs one row (MatMulNBits'
-  single-row kernel; the fastest plain decoding, but its numbers differ from multi-row passes).
+- `plain, 1-row kernel`: a target-only engine, a decode step runs one row (the fastest plain
+  decoding, but one-row passes round differently from multi-row passes: MatMulNBits' single-row
+  kernel at int4, attention's at w8a8).
 - `plain, exact`: the same session with every pass padded to two rows (`min_rows=2`, the
   engine's default): the reference every speculative output must equal token for token.
 - `lookup`, `draft`, `draft + lookup`: speculation (cost-aware draft length, learned across
@@ -153,7 +154,10 @@ def run_config(
 def measure(args: argparse.Namespace) -> list[Run]:
     """Every configuration on every item."""
     options = EngineOptions(
-        model=MODELS[args.target], draft_model=MODELS[args.draft], cache_bytes=0
+        model=MODELS[args.target],
+        draft_model=MODELS[args.draft],
+        precision=args.precision,
+        cache_bytes=0,
     )
     engine = LocalEngine.load(options, progress=True)
     if engine.draft is None:
@@ -161,7 +165,9 @@ def measure(args: argparse.Namespace) -> list[Run]:
     # Plain decoding as a target-only engine runs it (its session may spin idle threads,
     # which a session sharing the cores with a draft model must not).
     plain = LocalEngine.load(
-        EngineOptions(model=options.model, consistent_numerics=False).without_speculation(),
+        EngineOptions(
+            model=options.model, precision=args.precision, consistent_numerics=False
+        ).without_speculation(),
         progress=False,
     )
     fast = plain.runner
@@ -215,8 +221,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     reference = {run.item: run.tokens for run in runs if run.config == "plain, exact"}
     items = len(reference)
     lines = [
-        f"Target {MODELS[args.target]}, draft {MODELS[args.draft]}, {items} multi-line "
-        f"completions (≥ {MIN_TOKENS} tokens, up to {args.max_tokens}), greedy, cold caches.",
+        f"Target {MODELS[args.target]}, draft {MODELS[args.draft]}, both {args.precision}, "
+        f"{items} multi-line completions (≥ {MIN_TOKENS} tokens, up to {args.max_tokens}), "
+        "greedy, cold caches.",
         "",
         "| configuration | decode tok/s | ÷ plain 1-row | ÷ plain exact | drafted | accepted "
         "| acceptance | identical to plain exact | draft catch-up ms (not counted) |",
@@ -267,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draft", choices=sorted(MODELS), default="0.5b")
     parser.add_argument("--items", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--precision",
+        choices=models.PRECISIONS,
+        default=models.DEFAULT_PRECISION,
+        help="of both models (default here: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="write every run here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

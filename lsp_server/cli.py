@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument(
         "--max-tokens", type=int, metavar="N", help="most tokens to generate (default: engine's)"
     )
+    complete.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="of the converted models (default here: %(default)s)",
+    )
 
     fix = commands.add_parser(
         "repair", help="fix the diagnostic on FILE:LINE (1-based) with a verified edit"

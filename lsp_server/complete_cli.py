@@ -162,7 +162,9 @@ def run_complete(args: argparse.Namespace) -> int:
         except RequestError as error:
             print(f"coder-lsp complete: {error}", file=sys.stderr)
             return 1
-    options = EngineOptions(model=args.model, draft_model=args.draft_model)
+    options = EngineOptions(
+        model=args.model, draft_model=args.draft_model, precision=args.precision
+    )
     if args.no_draft:
         options = options.without_speculation()
     engine = LocalEngine.load(options, progress=True)

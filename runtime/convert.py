@@ -132,7 +132,11 @@ def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     scales = np.abs(weight).max(axis=1) / 127.0  # [N]
     scales[scales == 0] = 1.0
-    quantized = np.clip(np.rint(weight / scales[:, None]), -127, 127).astype(np.int8)
+    quantized = np.empty(weight.shape, dtype=np.int8)
+    # Row chunks bound the float temporaries for vocabulary-sized matrices.
+    for start in range(0, weight.shape[0], QUANTIZE_ROWS):
+        rows = slice(start, start + QUANTIZE_ROWS)
+        quantized[rows] = np.clip(np.rint(weight[rows] / scales[rows, None]), -127, 127)
     return np.ascontiguousarray(quantized.T), scales.astype(np.float32)
 
 
@@ -215,9 +219,9 @@ class GraphBuilder:
         absolute maximum, weights per output channel, int32 sums scaled back to float."""
         quantized_weight, weight_scales = quantize_per_channel(weight)  # [K, N], [N]
         magnitude = self.node("Abs", [x], f"{name}/abs")[0]
-        peak = self.node("ReduceMax", [magnitude, "w8a8.last_axis"], f"{name}/peak", keepdims=1)[
-            0
-        ]  # [B, S, 1]
+        (peak,) = self.node(
+            "ReduceMax", [magnitude, "w8a8.last_axis"], f"{name}/peak", keepdims=1
+        )  # [B, S, 1]
         step = self.node("Mul", [peak, "w8a8.inverse_127"], f"{name}/step")[0]
         row_scale = self.node("Max", [step, "w8a8.tiny"], f"{name}/row_scale")[0]
         scaled = self.node("Div", [x, row_scale], f"{name}/scaled")[0]  # within [-127, 127]

@@ -71,9 +71,28 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_fills_a_hole_in_a_small_function(workspace: Path) -> None:
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "int4",
+        pytest.param(
+            "w8a8",
+            marks=pytest.mark.xfail(
+                reason="a near tie: at w8a8 the 0.5B goes on with ' == 0' after '+ b' (fp32 and "
+                "int4 stop); measured 2026-12-04, see the README's precision notes",
+                strict=False,
+            ),
+        ),
+    ],
+)
+def test_fills_a_hole_in_a_small_function(workspace: Path, precision: str) -> None:
     done = run_cli(
-        f"{workspace / 'calc.py'}:{HOLE_LINE + 1}:{len(HOLE) + 1}", "--model", MODEL, "--json"
+        f"{workspace / 'calc.py'}:{HOLE_LINE + 1}:{len(HOLE) + 1}",
+        "--model",
+        MODEL,
+        "--precision",
+        precision,
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -128,7 +147,8 @@ def test_batch_reuses_the_cache_and_survives_bad_requests(workspace: Path) -> No
     ]
     batch = workspace / "requests.jsonl"
     batch.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in requests) + "\n")
-    done = run_cli("--batch", str(batch), "--model", MODEL, "--show-prompt")
+    # int4: the answer this test expects is the one the precision test pins (see above).
+    done = run_cli("--batch", str(batch), "--model", MODEL, "--precision", "int4", "--show-prompt")
     assert done.returncode == 0, done.stderr
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r.get("id") for r in results] == [1, None, 3, 4, 5, 6]
