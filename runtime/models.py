@@ -50,6 +50,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import onnxruntime
 
 from runtime.config import GRAPH_FORMAT, PRECISIONS, ModelConfig
+from runtime.session import choose_providers, device_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ def machine_precision(cpu_flags_path: Path = Path("/proc/cpuinfo")) -> str:
     with AMX int8 (its integer GEMM reads prompts 6-7x faster than int4's kernel there), else
     `int4` (other CPUs, and GPU builds of ONNX Runtime, whose int4 kernels are the mature ones).
     """
-    gpu_providers = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
-    if gpu_providers & set(onnxruntime.get_available_providers()):
+    if device_of(choose_providers("auto", onnxruntime.get_available_providers())) != "cpu":
         return "int4"
     try:
         flags = cpu_flags_path.read_text(errors="replace")

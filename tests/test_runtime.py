@@ -31,13 +31,18 @@ def make_engine(
     onnx_dir: Path, tokenizer: QwenTokenizer, cache_bytes: int = 1 << 30
 ) -> LocalEngine:
     """A LocalEngine over an ONNX directory, without the registry."""
-    config = ModelConfig.load(onnx_dir / "config.json")
-    runner = ModelRunner(create_session(onnx_dir / "model.onnx", SessionOptions()), config)
     return LocalEngine(
-        runner,
+        load_runner(onnx_dir),
         tokenizer,
         EngineOptions(context_window=1024, cache_bytes=cache_bytes).without_speculation(),
     )
+
+
+def load_runner(directory: Path, min_rows: int = 1) -> ModelRunner:
+    """A runner over a converted directory; passes padded to `min_rows` rows."""
+    config = ModelConfig.load(directory / "config.json")
+    session = create_session(directory / "model.onnx", SessionOptions())
+    return ModelRunner(session, config, min_rows=min_rows)
 
 
 @pytest.fixture
@@ -224,12 +229,6 @@ def converted(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
     return root
 
 
-def load_runner(directory: Path) -> ModelRunner:
-    """A one-row runner (no padding) over a converted directory."""
-    config = ModelConfig.load(directory / "config.json")
-    return ModelRunner(create_session(directory / "model.onnx", SessionOptions()), config)
-
-
 def test_quantized_models_stay_close_to_fp32(converted: Path) -> None:
     logits = {}
     for precision in ("fp32", "int8", "w8a8", "int4"):
@@ -246,8 +245,7 @@ def test_padded_steps_score_exactly_what_one_pass_scores(converted: Path, precis
     # The prompt in one pass, in two chunks, and one token at a time padded to two rows (as the
     # engine decodes quantized models) must give the same logits bit for bit: what makes
     # speculative and prefix-reusing greedy output identical to plain greedy output.
-    runner = load_runner(converted / precision)
-    runner.min_rows = 2
+    runner = load_runner(converted / precision, min_rows=2)
     prompt = PROMPT[:12]
     whole = runner.forward(KVCache(runner.config, 64), prompt, keep=len(prompt))
     chunked_cache = KVCache(runner.config, 64)
