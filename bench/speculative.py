@@ -19,10 +19,10 @@ cache across keystrokes like the target's does.
 
 Configurations:
 - `plain, 1-row kernel`: a target-only engine, a decode step runs one row (the fastest plain
-  decoding, but one-row passes round differently from multi-row passes: MatMulNBits' single-row
-  kernel at int4, attention's at w8a8).
-- `plain, exact`: the same session with every pass padded to two rows (`min_rows=2`, the
-  engine's default): the reference every speculative output must equal token for token.
+  decoding; where a kernel rounds a lone row differently, it is not the exact reference).
+- `plain, exact`: the same session as the engine runs it by default, one-row passes padded to
+  two rows only where this machine's kernels need it (`runtime.numerics`; where they do not,
+  the same as the row above): the reference every speculative output must equal token for token.
 - `lookup`, `draft`, `draft + lookup`: speculation (cost-aware draft length, learned across
   items as an engine would), each checked identical to `plain, exact`.
 """
@@ -46,6 +46,7 @@ from runtime import models
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig, GenerationResult, ModelRunner, generate
 from runtime.kv_cache import KVCache
+from runtime.numerics import exact_min_rows
 from runtime.speculative import SpeculationState, speculative_generate
 
 logger = logging.getLogger("bench.speculative")
@@ -171,7 +172,8 @@ def measure(args: argparse.Namespace) -> list[Run]:
         progress=False,
     )
     fast = plain.runner
-    exact = ModelRunner(plain.runner.session, plain.runner.config, min_rows=2)
+    session = plain.runner.session
+    exact = ModelRunner(session, plain.runner.config, exact_min_rows(session, args.precision))
     states = {name: SpeculationState.initial(options.max_draft) for name in CONFIGS}
     budget = PromptBudget()
     config = GenerationConfig(max_new_tokens=args.max_tokens)

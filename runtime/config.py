@@ -8,7 +8,7 @@ from pathlib import Path
 
 PRECISIONS = ("int4", "int8", "w8a8", "fp32")
 # Bump when the ONNX graph the converter writes changes: cached conversions are keyed by it.
-GRAPH_FORMAT = 1
+GRAPH_FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -328,6 +328,38 @@ def _skip_norm(
     return normed, summed
 
 
+def _scratch_lengths(graph: GraphBuilder) -> list[str]:
+    """seqlens_k and total_sequence_length counting one scratch row after the new tokens.
+
+    Attention always runs one row more than the pass has tokens (a copy of the last one, whose
+    keys and values land in the cache's scratch slot and are overwritten by the next pass):
+    GroupQueryAttention rounds a one-row pass differently from a multi-row one, and with at
+    least two rows every pass, one decode step or a k-token verification, computes each
+    token's attention identically. The matrix products stay at S rows.
+    """
+    for constant, value in (
+        ("scratch.one", np.array(1, np.int32)),
+        ("scratch.first", np.array([0], np.int64)),
+        ("scratch.drop_last", np.array([-1], np.int64)),
+        ("scratch.last", np.array([-1], np.int64)),
+        ("scratch.end", np.array([np.iinfo(np.int64).max])),
+        ("scratch.axis", np.array([1], np.int64)),
+    ):
+        graph.data.add(constant, value)
+    return [
+        graph.node("Add", ["seqlens_k", "scratch.one"], "scratch/seqlens_k")[0],
+        graph.node("Add", ["total_sequence_length", "scratch.one"], "scratch/total")[0],
+    ]
+
+
+def _with_scratch_row(graph: GraphBuilder, rows: str, name: str) -> str:
+    """rows [B, S, W] followed by a copy of its last row: [B, S + 1, W]."""
+    last = graph.node(
+        "Slice", [rows, "scratch.last", "scratch.end", "scratch.axis"], f"{name}/last"
+    )[0]
+    return graph.node("Concat", [rows, last], f"{name}/with_scratch", axis=1)[0]
+
+
 def _build_decoder(
     graph: GraphBuilder, config: ModelConfig, read: Callable[[str], np.ndarray]
 ) -> tuple[str, str]:
@@ -346,6 +378,7 @@ def _build_decoder(
     kv_width = config.num_kv_heads * config.head_dim
     eps = config.rms_norm_eps
     layer_output: str | None = None
+    lengths = _scratch_lengths(graph)
 
     for layer in range(config.num_layers):
         prefix = f"layers.{layer}"
@@ -379,10 +412,13 @@ def _build_decoder(
         split = graph.data.add(f"{prefix}.qkv_split_sizes", np.array([q_width, kv_width, kv_width]))
         query, key, value = graph.node("Split", [qkv, split], f"{prefix}/qkv_split", 3, axis=-1)
         past_key, past_value = kv_input_names(layer)
-        lengths = ["seqlens_k", "total_sequence_length"]
-        attention = graph.node(
+        padded = [
+            _with_scratch_row(graph, part, f"{prefix}/{part_name}")
+            for part, part_name in ((query, "query"), (key, "key"), (value, "value"))
+        ]
+        attention_rows = graph.node(
             "GroupQueryAttention",
-            [query, key, value, past_key, past_value, *lengths, cos_name, sin_name],
+            [*padded, past_key, past_value, *lengths, cos_name, sin_name],
             f"{prefix}/attention",
             outputs=[f"{prefix}/attention", *kv_output_names(layer)],
             domain="com.microsoft",
@@ -390,7 +426,12 @@ def _build_decoder(
             kv_num_heads=config.num_kv_heads,
             do_rotary=1,
             rotary_interleaved=0,
-        )[0]
+        )[0]  # [B, S + 1, q_width]
+        attention = graph.node(
+            "Slice",
+            [attention_rows, "scratch.first", "scratch.drop_last", "scratch.axis"],
+            f"{prefix}/attention_rows",
+        )[0]  # [B, S, q_width]
         attention_out = graph.linear(
             attention, weight("self_attn.o_proj.weight"), None, f"{prefix}/o_proj"
         )

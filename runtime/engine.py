@@ -20,6 +20,7 @@ from runtime.generate import (
     generate,
 )
 from runtime.kv_cache import PrefixCache
+from runtime.numerics import exact_min_rows
 from runtime.session import SessionOptions, create_session, device_of
 from runtime.speculative import SpeculationState, speculative_generate
 from runtime.tokenizer import QwenTokenizer
@@ -49,9 +50,9 @@ class EngineOptions:
     # model (its catch-up prefill would cost more than it saves); None: the request's
     # max_new_tokens (our estimate: catching up a token costs ~1/3 of what a drafted token saves).
     max_draft_catch_up: int | None = None
-    # Pad one-row passes of quantized targets to two rows so that every pass uses the same
-    # kernel: greedy output is then identical with and without speculation or prefix reuse
-    # (see ModelRunner.min_rows; costs ~10 % of decode speed).
+    # Pad one-row passes to two rows where the kernels round a lone row differently, so that
+    # greedy output is identical with and without speculation or prefix reuse (see
+    # runtime.numerics; ~10-50 % of a decode step where needed, nothing where not).
     consistent_numerics: bool = True
 
     def without_speculation(self) -> EngineOptions:
@@ -144,8 +145,8 @@ class LocalEngine(TokenizingEngine):
         )
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)
-        exact = options.consistent_numerics and prepared.precision != "fp32"
-        runner = ModelRunner(session, prepared.config, min_rows=2 if exact else 1)
+        min_rows = exact_min_rows(session, prepared.precision) if options.consistent_numerics else 1
+        runner = ModelRunner(session, prepared.config, min_rows=min_rows)
         draft = None
         if draft_name is not None:
             draft_prepared = models.prepare(draft_name, options.precision, progress)

@@ -86,13 +86,11 @@ class ModelRunner:
     """One ONNX session; `forward` scores new tokens that follow what a KV cache holds.
 
     `min_rows`: passes with fewer new tokens are padded to this many rows and the padding is
-    dropped again. MatMulNBits at accuracy level 4 runs a single row through another kernel
-    than several rows, and the two round differently (logits differ by ~0.2 on the real int4
-    models), while any two multi-row passes agree bit for bit, whatever their row count or
-    chunking. With min_rows=2 every pass takes the multi-row kernel, so plain decoding, a
-    speculative verify pass and a prefix-reusing request all compute the same numbers
-    (measured cost of the second row: +10-12 % per decode step at 300 tokens of
-    context, ~15 % at 1,000+).
+    dropped again. The graph's attention already runs every pass on at least two rows (a
+    scratch row, `runtime.convert`), so any two passes agree bit for bit, whatever their row
+    count or chunking, as long as the matrix products do: where a kernel rounds a lone row
+    differently (`runtime.numerics` asks; int4 with blocks of 64+ does), min_rows=2 keeps plain
+    decoding, a speculative verify pass and a prefix-reusing request computing the same numbers.
     """
 
     def __init__(

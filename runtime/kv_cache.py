@@ -23,7 +23,8 @@ class KVCache:
     """
 
     def __init__(self, config: ModelConfig, capacity: int, device: str = "cpu") -> None:
-        shape = [1, config.num_kv_heads, capacity, config.head_dim]
+        # One slot more than `capacity`: the graph's attention writes a scratch row there.
+        shape = [1, config.num_kv_heads, capacity + 1, config.head_dim]
         self.capacity = capacity
         self.keys = [self._zeros(shape, device) for _ in range(config.num_layers)]
         self.values = [self._zeros(shape, device) for _ in range(config.num_layers)]
@@ -33,7 +34,7 @@ class KVCache:
     @staticmethod
     def bytes_for(config: ModelConfig, capacity: int) -> int:
         """Bytes a cache of `capacity` positions occupies."""
-        return config.kv_bytes_per_token() * capacity
+        return config.kv_bytes_per_token() * (capacity + 1)
 
     @staticmethod
     def _zeros(shape: list[int], device: str) -> ort.OrtValue:
