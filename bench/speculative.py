@@ -46,7 +46,6 @@ from runtime import models
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig, GenerationResult, ModelRunner, generate
 from runtime.kv_cache import KVCache
-from runtime.numerics import exact_min_rows
 from runtime.speculative import SpeculationState, speculative_generate
 
 logger = logging.getLogger("bench.speculative")
@@ -166,14 +165,11 @@ def measure(args: argparse.Namespace) -> list[Run]:
     # Plain decoding as a target-only engine runs it (its session may spin idle threads,
     # which a session sharing the cores with a draft model must not).
     plain = LocalEngine.load(
-        EngineOptions(
-            model=options.model, precision=args.precision, consistent_numerics=False
-        ).without_speculation(),
+        EngineOptions(model=options.model, precision=args.precision).without_speculation(),
         progress=False,
     )
-    fast = plain.runner
-    session = plain.runner.session
-    exact = ModelRunner(session, plain.runner.config, exact_min_rows(session, args.precision))
+    exact = plain.runner
+    fast = ModelRunner(exact.session, exact.config, min_rows=1)
     states = {name: SpeculationState.initial(options.max_draft) for name in CONFIGS}
     budget = PromptBudget()
     config = GenerationConfig(max_new_tokens=args.max_tokens)

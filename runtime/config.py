@@ -9,6 +9,11 @@ from pathlib import Path
 PRECISIONS = ("int4", "int8", "w8a8", "fp32")
 # Bump when the ONNX graph the converter writes changes: cached conversions are keyed by it.
 GRAPH_FORMAT = 2
+# The kernel probe the converter writes beside every model (`convert.write_numerics_probe`,
+# read by `runtime.numerics`), shaped like a Qwen2.5 attention projection: K a multiple of
+# every block size we write.
+NUMERICS_PROBE = "numerics_probe.onnx"
+PROBE_K, PROBE_N = 1536, 512
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.config import PRECISIONS, ModelConfig
+from runtime.config import NUMERICS_PROBE, PRECISIONS, PROBE_K, PROBE_N, ModelConfig
 from runtime.weights import WeightSource, canonical_names, layer_name
 
 BLOCK_SIZE = 32
@@ -303,14 +303,47 @@ def convert_to_onnx(
     for layer in range(config.num_layers):
         inputs += [_io(name, TensorProto.FLOAT, kv_shape) for name in kv_input_names(layer)]
         outputs += [_io(name, TensorProto.FLOAT, kv_shape) for name in kv_output_names(layer)]
+    _save(graph, data, inputs, outputs, out_dir / "model.onnx")
+    config.save(out_dir / "config.json")
+    write_numerics_probe(out_dir, precision)
+
+
+def _save(
+    graph: GraphBuilder,
+    data: ExternalDataWriter,
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    path: Path,
+) -> None:
     model = helper.make_model(
-        helper.make_graph(graph.nodes, "qwen2", inputs, outputs, data.initializers),
+        helper.make_graph(graph.nodes, path.stem, inputs, outputs, data.initializers),
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
         producer_name="coder-lsp",
     )
     model.ir_version = 10
-    onnx.save_model(model, str(out_dir / "model.onnx"))
-    config.save(out_dir / "config.json")
+    onnx.save_model(model, str(path))
+
+
+def write_numerics_probe(out_dir: Path, precision: str) -> None:
+    """Write out_dir/numerics_probe.onnx: one product of random weights at `precision`,
+    x [rows, K] -> y [rows, N], which `runtime.numerics` runs on the loading machine to learn
+    whether its kernels score a lone row as they score it among others."""
+    weight = np.random.default_rng(7).standard_normal((PROBE_N, PROBE_K)).astype(np.float32)
+    data = ExternalDataWriter(out_dir / f"{NUMERICS_PROBE}.data")
+    graph = GraphBuilder(data, precision)
+    try:
+        product = graph.linear("x", weight * 0.02, None, "probe")
+        graph.node("Identity", [product], "y", outputs=["y"])
+    finally:
+        data.close()
+    inputs = [_io("x", TensorProto.FLOAT, ["rows", PROBE_K])]
+    _save(
+        graph,
+        data,
+        inputs,
+        [_io("y", TensorProto.FLOAT, ["rows", PROBE_N])],
+        out_dir / NUMERICS_PROBE,
+    )
 
 
 def _skip_norm(
@@ -409,16 +442,15 @@ def _build_decoder(
         qkv_bias = np.concatenate([weight(f"self_attn.{p}_proj.bias") for p in "qkv"])
         qkv = graph.linear(normed, qkv_weight, qkv_bias, f"{prefix}/qkv")
         del qkv_weight
+        qkv_rows = _with_scratch_row(graph, qkv, f"{prefix}/qkv")  # [B, S + 1, q + 2 kv]
         split = graph.data.add(f"{prefix}.qkv_split_sizes", np.array([q_width, kv_width, kv_width]))
-        query, key, value = graph.node("Split", [qkv, split], f"{prefix}/qkv_split", 3, axis=-1)
+        query, key, value = graph.node(
+            "Split", [qkv_rows, split], f"{prefix}/qkv_split", 3, axis=-1
+        )
         past_key, past_value = kv_input_names(layer)
-        padded = [
-            _with_scratch_row(graph, part, f"{prefix}/{part_name}")
-            for part, part_name in ((query, "query"), (key, "key"), (value, "value"))
-        ]
         attention_rows = graph.node(
             "GroupQueryAttention",
-            [*padded, past_key, past_value, *lengths, cos_name, sin_name],
+            [query, key, value, past_key, past_value, *lengths, cos_name, sin_name],
             f"{prefix}/attention",
             outputs=[f"{prefix}/attention", *kv_output_names(layer)],
             domain="com.microsoft",

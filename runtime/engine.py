@@ -145,7 +145,7 @@ class LocalEngine(TokenizingEngine):
         )
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)
-        min_rows = exact_min_rows(session, prepared.precision) if options.consistent_numerics else 1
+        min_rows = exact_min_rows(session, prepared.directory) if options.consistent_numerics else 1
         runner = ModelRunner(session, prepared.config, min_rows=min_rows)
         draft = None
         if draft_name is not None:

@@ -31,7 +31,7 @@ def real(request: pytest.FixtureRequest) -> tuple[ModelRunner, QwenTokenizer]:
     """The embedded 0.5B at both quantized precisions, padded as the engine pads it."""
     prepared = models.prepare(MODEL, request.param, progress=False)
     session = create_session(prepared.onnx_path, SessionOptions())
-    runner = ModelRunner(session, prepared.config, exact_min_rows(session, request.param))
+    runner = ModelRunner(session, prepared.config, exact_min_rows(session, prepared.directory))
     return runner, QwenTokenizer.load(prepared.directory)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.config import PRECISIONS, ModelConfig
+from runtime.config import NUMERICS_PROBE, PRECISIONS, ModelConfig
 from runtime.convert import quantize_blockwise, quantize_per_channel
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import (
@@ -20,7 +20,7 @@ from runtime.generate import (
     ModelRunner,
 )
 from runtime.kv_cache import KVCache, PrefixCache
-from runtime.numerics import rows_are_independent
+from runtime.numerics import exact_min_rows
 from runtime.session import ProviderError, SessionOptions, choose_providers, create_session
 from runtime.tokenizer import QwenTokenizer
 
@@ -265,14 +265,21 @@ def test_one_row_steps_score_exactly_what_one_pass_scores_where_the_kernels_allo
     # matrix products row-independent too, the engine decodes one row at a time (min_rows=1),
     # and that must still match a whole pass bit for bit.
     runner = load_runner(converted / precision)
-    threads = runner.session.get_session_options().intra_op_num_threads
-    if not rows_are_independent(precision, tuple(runner.session.get_providers()), threads):
+    if exact_min_rows(runner.session, converted / precision) != 1:
         pytest.skip(f"{precision} kernels round a lone row differently here: the engine pads")
     prompt = PROMPT[:12]
     whole = runner.forward(KVCache(runner.config, 64), prompt, keep=len(prompt))
     stepped_cache = KVCache(runner.config, 64)
     stepped = np.stack([runner.forward(stepped_cache, [token])[0] for token in prompt])
     assert np.array_equal(whole, stepped)
+
+
+def test_a_model_converted_without_the_kernel_probe_is_padded(
+    converted: Path, tmp_path: Path
+) -> None:
+    runner = load_runner(converted / "int4")
+    assert (converted / "int4" / NUMERICS_PROBE).is_file()  # the converter writes it
+    assert exact_min_rows(runner.session, tmp_path) == 2  # a directory without one
 
 
 def test_provider_choice() -> None:
