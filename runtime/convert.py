@@ -362,35 +362,49 @@ def _skip_norm(
 
 
 def _scratch_lengths(graph: GraphBuilder) -> list[str]:
-    """seqlens_k and total_sequence_length counting one scratch row after the new tokens.
+    """seqlens_k and total_sequence_length counting the scratch row after the new tokens.
 
-    Attention always runs one row more than the pass has tokens (a copy of the last one, whose
-    keys and values land in the cache's scratch slot and are overwritten by the next pass):
-    GroupQueryAttention rounds a one-row pass differently from a multi-row one, and with at
-    least two rows every pass, one decode step or a k-token verification, computes each
-    token's attention identically. The matrix products stay at S rows.
+    Attention runs one row more than a single sequence's pass has tokens (a copy of the last
+    one, whose keys and values land in the cache's scratch slot and are overwritten by the next
+    pass): GroupQueryAttention rounds a one-row pass differently from a multi-row one, and with
+    at least two rows every pass, one decode step or a k-token verification, computes each
+    token's attention identically. The matrix products stay at S rows. A batch of several
+    sequences (the team server's decode step, one token each) gets no scratch row: the kernel
+    takes several rows with a past only for a batch of one.
     """
     for constant, value in (
-        ("scratch.one", np.array(1, np.int32)),
+        ("scratch.zero", np.array(0, np.int64)),
+        ("scratch.single", np.array(1, np.int64)),
         ("scratch.first", np.array([0], np.int64)),
-        ("scratch.drop_last", np.array([-1], np.int64)),
+        ("scratch.second", np.array([1], np.int64)),
+        ("scratch.third", np.array([2], np.int64)),
         ("scratch.last", np.array([-1], np.int64)),
         ("scratch.end", np.array([np.iinfo(np.int64).max])),
         ("scratch.axis", np.array([1], np.int64)),
     ):
         graph.data.add(constant, value)
+    shape = graph.node("Shape", ["input_ids"], "scratch/shape")[0]  # [2]: B, S
+    batch = graph.node("Gather", [shape, "scratch.zero"], "scratch/batch")[0]  # []
+    single = graph.node("Equal", [batch, "scratch.single"], "scratch/single")[0]  # [] bool
+    rows = graph.node("Cast", [single], "scratch/rows", to=TensorProto.INT64)[0]  # [] 0 or 1
+    graph.node("Reshape", [rows, "scratch.second"], "scratch.rows")  # [1]
+    graph.node("Slice", [shape, "scratch.second", "scratch.third"], "scratch.new_rows")  # [1]: S
+    added = graph.node("Cast", [single], "scratch/added", to=TensorProto.INT32)[0]
     return [
-        graph.node("Add", ["seqlens_k", "scratch.one"], "scratch/seqlens_k")[0],
-        graph.node("Add", ["total_sequence_length", "scratch.one"], "scratch/total")[0],
+        graph.node("Add", ["seqlens_k", added], "scratch/seqlens_k")[0],
+        graph.node("Add", ["total_sequence_length", added], "scratch/total")[0],
     ]
 
 
 def _with_scratch_row(graph: GraphBuilder, rows: str, name: str) -> str:
-    """rows [B, S, W] followed by a copy of its last row: [B, S + 1, W]."""
+    """rows [B, S, W] followed by a copy of its last row when B is 1: [B, S + (B == 1), W]."""
     last = graph.node(
         "Slice", [rows, "scratch.last", "scratch.end", "scratch.axis"], f"{name}/last"
-    )[0]
-    return graph.node("Concat", [rows, last], f"{name}/with_scratch", axis=1)[0]
+    )[0]  # [B, 1, W]
+    scratch = graph.node(
+        "Slice", [last, "scratch.first", "scratch.rows", "scratch.axis"], f"{name}/scratch"
+    )[0]  # [B, 0 or 1, W]
+    return graph.node("Concat", [rows, scratch], f"{name}/with_scratch", axis=1)[0]
 
 
 def _build_decoder(
@@ -442,7 +456,7 @@ def _build_decoder(
         qkv_bias = np.concatenate([weight(f"self_attn.{p}_proj.bias") for p in "qkv"])
         qkv = graph.linear(normed, qkv_weight, qkv_bias, f"{prefix}/qkv")
         del qkv_weight
-        qkv_rows = _with_scratch_row(graph, qkv, f"{prefix}/qkv")  # [B, S + 1, q + 2 kv]
+        qkv_rows = _with_scratch_row(graph, qkv, f"{prefix}/qkv")  # [B, S (+1), q + 2 kv]
         split = graph.data.add(f"{prefix}.qkv_split_sizes", np.array([q_width, kv_width, kv_width]))
         query, key, value = graph.node(
             "Split", [qkv_rows, split], f"{prefix}/qkv_split", 3, axis=-1
@@ -461,7 +475,7 @@ def _build_decoder(
         )[0]  # [B, S + 1, q_width]
         attention = graph.node(
             "Slice",
-            [attention_rows, "scratch.first", "scratch.drop_last", "scratch.axis"],
+            [attention_rows, "scratch.first", "scratch.new_rows", "scratch.axis"],
             f"{prefix}/attention_rows",
         )[0]  # [B, S, q_width]
         attention_out = graph.linear(

@@ -131,7 +131,7 @@ class SlotPool:
         # np.zeros maps untouched pages lazily: memory is committed as rows fill up.
         self.keys = [np.zeros(shape, dtype=np.float32) for _ in range(config.num_layers)]
         self.values = [np.zeros(shape, dtype=np.float32) for _ in range(config.num_layers)]
-        per_slot = KVCache.bytes_for(config, window + 1)
+        per_slot = KVCache.bytes_for(config, window)
         self.slots = [
             Slot(
                 row,
@@ -308,7 +308,7 @@ class Scheduler:
         self.runner = runner
         self.tokenizer = tokenizer
         self.options = options
-        per_slot = KVCache.bytes_for(runner.config, options.context_window + 1)
+        per_slot = KVCache.bytes_for(runner.config, options.context_window)
         rows = max(options.max_batch, options.cache_bytes // per_slot)
         self.pool = SlotPool(runner.config, rows, options.context_window, options.slots_per_user)
         self.decoder = BatchDecoder(runner, self.pool)
