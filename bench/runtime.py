@@ -372,14 +372,11 @@ def current_rss_mb() -> float:
 
 
 def warm_page_cache(workload: Workload) -> None:
-    """Prepare our model and its prepacked copy for this CPU (what a warm load opens), then read
-    the model files once so that every runtime loads them from memory, not disk."""
+    """Read the model files once so that every runtime loads them from memory, not disk."""
     from runtime import models
-    from runtime.session import SessionOptions, create_session
 
     prepared = models.prepare(workload.model, workload.precision, progress=False)
-    create_session(prepared.onnx_path, SessionOptions(threads=workload.threads))
-    files = [Path(workload.gguf), *sorted(p for p in prepared.directory.rglob("*") if p.is_file())]
+    files = [Path(workload.gguf), *sorted(prepared.directory.iterdir())]
     for path in files:
         with path.open("rb") as handle:
             while handle.read(1 << 24):
@@ -784,8 +781,8 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace, meta: dict[s
         "shared prefix, transformers recomputes the whole prompt (no cache reuse here).",
         "- other CPU = share of the machine's CPU that other processes used while a runtime ran "
         f"(above {100 * BACKGROUND_LIMIT:.0f}% the row is marked disturbed: rerun when idle).",
-        "- load = time to a ready model (ours: ONNX cache and prepacked copy prepared, files in "
-        "the page cache; llama.cpp maps the GGUF; transformers dequantizes it to fp32).",
+        "- load = time to a ready model (ours: ONNX cache prepared, files in the page cache; "
+        "llama.cpp maps the GGUF; transformers dequantizes it to fp32).",
         "- versions: " + ", ".join(f"{name} {v}" for name, v in meta["versions"].items() if v),
     ]
     return "\n".join(lines)

@@ -54,9 +54,6 @@ class EngineOptions:
     # greedy output is identical with and without speculation or prefix reuse (see
     # runtime.numerics; ~10-50 % of a decode step where needed, nothing where not).
     consistent_numerics: bool = True
-    # Open a copy of the model with its weights packed for this CPU (runtime.prepack): the 1.5B
-    # loads in ~1.9 s instead of ~3 s, for ~3.6 GB more disk.
-    prepacked_weights: bool = True
 
     def without_speculation(self) -> EngineOptions:
         """These options with the draft model and prompt lookup off (`--no-draft`)."""
@@ -144,10 +141,7 @@ class LocalEngine(TokenizingEngine):
         prepared = models.prepare(options.model, options.precision, progress=progress)
         draft_name = options.draft_model if options.draft_model != options.model else None
         session_options = SessionOptions(
-            provider=options.provider,
-            threads=options.threads,
-            spin=draft_name is None,
-            prepacked=options.prepacked_weights,
+            provider=options.provider, threads=options.threads, spin=draft_name is None
         )
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)

@@ -282,6 +282,19 @@ def test_a_model_converted_without_the_kernel_probe_is_padded(
     assert exact_min_rows(runner.session, tmp_path) == 2  # a directory without one
 
 
+@pytest.mark.parametrize("precision", ["w8a8", "int4"])
+def test_parallel_prepacking_changes_no_logit(converted: Path, precision: str) -> None:
+    # Weights packed on all threads at load (the default) must run exactly as packed on one.
+    logits = []
+    for parallel in (False, True):
+        session = create_session(
+            converted / precision / "model.onnx", SessionOptions(parallel_prepack=parallel)
+        )
+        runner = ModelRunner(session, ModelConfig.load(converted / precision / "config.json"))
+        logits.append(runner.forward(KVCache(runner.config, 64), PROMPT[:20], keep=20))
+    assert np.array_equal(logits[0], logits[1])
+
+
 def test_provider_choice() -> None:
     assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
