@@ -16,8 +16,9 @@ logger = logging.getLogger(__name__)
 class KVCache:
     """Keys and values of every layer for one token sequence, in fixed-capacity buffers.
 
-    Buffers are [1, kv_heads, capacity, head_dim] OrtValues bound as both the graph's past input
-    and its present output, so GroupQueryAttention writes new positions in place. `tokens` lists
+    Buffers are [1, kv_heads, capacity + 1, head_dim] OrtValues bound as both the graph's past
+    input and its present output, so GroupQueryAttention writes new positions in place (the last
+    position is the graph's scratch row, see runtime.convert). `tokens` lists
     what positions 0..length-1 hold; anything past `length` is garbage the graph never reads
     (attention is bounded by `seqlens_k`), which makes truncation free.
     """

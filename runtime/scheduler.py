@@ -18,9 +18,11 @@ Batched decode works on the graph `runtime/convert.py` writes: its batch dimensi
 GroupQueryAttention takes one `seqlens_k` per row, so rows of different lengths decode together
 (tested against single-row passes with the tiny model). Rows between active ones that are idle
 or still prefilling get a dummy token written at their `length`, a position their cache treats
-as garbage (the extra `+ 1` of the slab keeps that position in bounds); rows past the last active
-one are not computed at all. On this 2-core CPU a batched step costs little more than a single
-one (decode is bound by reading the weights); on a GPU it is what makes a shared server scale.
+as garbage (the extra `+ 1` of the slab keeps that position in bounds; a step of one row uses it
+for the graph's scratch row instead, which a batch of several rows does not get); rows past the
+last active one are not computed at all. On this 2-core CPU a batched step costs little more
+than a single one (decode is bound by reading the weights); on a GPU it is what makes a shared
+server scale.
 Speculative decoding is not used here (it verifies several positions per sequence, which does
 not fit a one-token batched step).
 """
