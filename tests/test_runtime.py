@@ -190,6 +190,21 @@ def test_kv_cache_overflow_is_an_error(tiny_config: ModelConfig) -> None:
         cache.append(list(range(9)))
 
 
+def test_a_cache_filled_to_capacity_scores_as_a_larger_one(tiny_onnx: Path) -> None:
+    # The last position's pass writes the graph's scratch row into the spare slot past the
+    # capacity: it must neither fail nor disturb what the full cache holds.
+    runner = load_runner(tiny_onnx)
+    prompt = PROMPT[:12]
+    exact_fit = KVCache(runner.config, len(prompt))
+    runner.forward(exact_fit, prompt[:-1])
+    last = runner.forward(exact_fit, prompt[-1:])
+    roomy = KVCache(runner.config, 64)
+    assert np.array_equal(last, runner.forward(roomy, prompt))
+    assert exact_fit.length == exact_fit.capacity
+    with pytest.raises(ValueError, match="exceeds"):
+        runner.forward(exact_fit, [1])
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_blockwise_quantization_error_is_within_half_a_step(bits: int) -> None:
     weight = np.random.default_rng(0).normal(size=(8, 80)).astype(np.float32)  # K not a multiple
