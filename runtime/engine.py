@@ -141,7 +141,7 @@ class LocalEngine(TokenizingEngine):
         prepared = models.prepare(options.model, options.precision, progress=progress)
         draft_name = options.draft_model if options.draft_model != options.model else None
         session_options = SessionOptions(
-            provider=options.provider, threads=options.threads, spin=draft_name is None
+            provider=options.provider, threads=options.threads, spin_after_run=draft_name is None
         )
         session = create_session(prepared.onnx_path, session_options)
         tokenizer = QwenTokenizer.load(prepared.directory)

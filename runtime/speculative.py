@@ -40,6 +40,10 @@ LOOKUP_MAX_NGRAM = 3
 # 3-gram matches beat it.
 LOOKUP_MIN_NGRAM = 2
 LOOKUP_MIN_NGRAM_WITH_DRAFT = 3
+# Where neither source has a draft, a one-token guess from any n-gram match (1-grams included):
+# wrong more often than right on code, but it pays wherever a second row costs little (a pass
+# padded to two rows anyway; w8a8's integer GEMM, ~1.05x a row). Its own acceptance decides.
+GUESS_ACCEPTANCE = 0.2
 
 
 def lookup_draft(
@@ -207,11 +211,13 @@ class DraftSource:
 
 @dataclass
 class SpeculationState:
-    """What speculation has learned: acceptance per source and the cost of passes. Pass the
-    same state to successive calls (an engine keeps one) to carry it across requests."""
+    """What speculation has learned: acceptance per source (lookup, draft model, one-token
+    guesses) and the cost of passes. Pass the same state to successive calls (an engine keeps
+    one) to carry it across requests."""
 
     lookup: DraftSource
     draft: DraftSource
+    guess: DraftSource
     costs: PassCosts = field(default_factory=PassCosts)
 
     @classmethod
@@ -220,7 +226,12 @@ class SpeculationState:
         return cls(
             DraftSource(max_draft, acceptance=0.7, cost_aware=cost_aware),
             DraftSource(max_draft, acceptance=0.7, cost_aware=cost_aware),
+            DraftSource(min(1, max_draft), acceptance=GUESS_ACCEPTANCE, cost_aware=cost_aware),
         )
+
+    def source(self, name: str) -> DraftSource:
+        """The source called `name`: lookup, draft or guess."""
+        return {"lookup": self.lookup, "draft": self.draft, "guess": self.guess}[name]
 
 
 class _Drafter:
@@ -381,10 +392,10 @@ def speculative_generate(
                     break
                 drafts, q_rows = proposal
                 source = "draft"
-        if not drafts and lookup and free_rows > 1 and room > 0:
-            # The pass has room for free rows: any n-gram match is worth a guess there.
-            drafts, _ = lookup_draft(sequence, min(free_rows - 1, room), 1, LOOKUP_MAX_NGRAM)
-            source = "lookup" if drafts else ""
+        if not drafts and lookup and room > 0:
+            k = min(state.guess.length(costs, 0.0, free_rows), room)
+            drafts, _ = lookup_draft(sequence, k, 1, LOOKUP_MAX_NGRAM)
+            source = "guess" if drafts else ""
         reason = interrupted()
         if reason:
             break
@@ -413,9 +424,10 @@ def speculative_generate(
         if correction is None:
             correction = sample_token(rows[len(drafts)], config, rng)
         if drafts:
-            extra[f"{source}_proposed"] += len(drafts)
-            extra[f"{source}_accepted"] += len(accepted)
-            (state.lookup if source == "lookup" else state.draft).update(len(drafts), len(accepted))
+            counted = "draft" if source == "draft" else "lookup"  # a guess is a lookup too
+            extra[f"{counted}_proposed"] += len(drafts)
+            extra[f"{counted}_accepted"] += len(accepted)
+            state.source(source).update(len(drafts), len(accepted))
         # Positions of rejected drafts are garbage now; the last emitted token is never cached.
         target_cache.truncate(base + 1 + len(accepted))
         for token in [*accepted, correction]:

@@ -397,6 +397,15 @@ def test_draft_length_follows_acceptance_and_cost() -> None:
     assert ks[-1] == 1 and set(ks[:-1]) == {0}
 
 
+def test_one_token_guesses_run_where_a_second_row_is_cheap() -> None:
+    guess = SpeculationState.initial().guess  # 1-gram lookup guesses, 20 % acceptance at first
+    integer_gemm = PassCosts({1: 30.0, 2: 31.5})  # w8a8 here: a second row costs 5 %
+    int4_kernel = PassCosts({1: 30.0, 2: 45.0})  # a kernel whose second row costs 50 %
+    assert guess.length(integer_gemm, 0.0, min_rows=1) == 1
+    assert guess.length(int4_kernel, 0.0, min_rows=1) == 0
+    assert guess.length(int4_kernel, 0.0, min_rows=2) == 1  # a padded pass: the row is free
+
+
 def test_engine_with_draft_and_lookup_matches_the_plain_engine(
     target: ModelRunner, unrelated: ModelRunner, qwen_tokenizer: QwenTokenizer
 ) -> None:
