@@ -162,8 +162,8 @@ def measure(args: argparse.Namespace) -> list[Run]:
     engine = LocalEngine.load(options, progress=True)
     if engine.draft is None:
         raise SystemExit("the draft model did not load")
-    # Plain decoding as a target-only engine runs it (its session may spin idle threads,
-    # which a session sharing the cores with a draft model must not).
+    # Plain decoding as a target-only engine runs it (its threads may keep spinning after a
+    # run, which a session sharing the cores with a draft model must not).
     plain = LocalEngine.load(
         EngineOptions(model=options.model, precision=args.precision).without_speculation(),
         progress=False,

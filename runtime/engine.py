@@ -52,7 +52,7 @@ class EngineOptions:
     max_draft_catch_up: int | None = None
     # Pad one-row passes to two rows where the kernels round a lone row differently, so that
     # greedy output is identical with and without speculation or prefix reuse (see
-    # runtime.numerics; ~10-50 % of a decode step where needed, nothing where not).
+    # runtime.numerics; ~10-15 % of a decode step where needed, nothing where not).
     consistent_numerics: bool = True
 
     def without_speculation(self) -> EngineOptions:

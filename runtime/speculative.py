@@ -42,7 +42,7 @@ LOOKUP_MIN_NGRAM = 2
 LOOKUP_MIN_NGRAM_WITH_DRAFT = 3
 # Where neither source has a draft, a one-token guess from any n-gram match (1-grams included):
 # wrong more often than right on code, but it pays wherever a second row costs little (a pass
-# padded to two rows anyway; w8a8's integer GEMM, ~1.05x a row). Its own acceptance decides.
+# padded to two rows anyway; w8a8 here, ~1.05x a row for two). Its own acceptance decides.
 GUESS_ACCEPTANCE = 0.2
 
 
