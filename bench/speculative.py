@@ -170,7 +170,10 @@ def measure(args: argparse.Namespace) -> list[Run]:
     )
     exact = plain.runner
     fast = ModelRunner(exact.session, exact.config, min_rows=1)
-    states = {name: SpeculationState.initial(options.max_draft) for name in CONFIGS}
+    states = {
+        name: SpeculationState.initial(options.max_draft, max_lookup=options.max_lookup)
+        for name in CONFIGS
+    }
     budget = PromptBudget()
     config = GenerationConfig(max_new_tokens=args.max_tokens)
     runs: list[Run] = []

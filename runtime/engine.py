@@ -22,7 +22,7 @@ from runtime.generate import (
 from runtime.kv_cache import PrefixCache
 from runtime.numerics import exact_min_rows
 from runtime.session import SessionOptions, create_session, device_of
-from runtime.speculative import SpeculationState, speculative_generate
+from runtime.speculative import MAX_LOOKUP, SpeculationState, speculative_generate
 from runtime.tokenizer import QwenTokenizer
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class EngineOptions:
     # draft) and prompt lookup. On by default with the embedded pair.
     draft_model: str | None = models.DEFAULT_DRAFT
     lookup: bool = True
-    max_draft: int = 4
+    max_draft: int = 4  # longest draft-model proposal
+    max_lookup: int = MAX_LOOKUP  # longest prompt-lookup proposal
     # A request whose prompt the draft cache lacks more tokens of than this skips the draft
     # model (its catch-up prefill would cost more than it saves); None: the request's
     # max_new_tokens (our estimate: catching up a token costs ~1/3 of what a drafted token saves).
@@ -131,7 +132,9 @@ class LocalEngine(TokenizingEngine):
             )
         )
         # Acceptance learned across requests steers the draft length of the next ones.
-        self.speculation = SpeculationState.initial(options.max_draft)
+        self.speculation = SpeculationState.initial(
+            options.max_draft, max_lookup=options.max_lookup
+        )
         self._lock = threading.Lock()
 
     @classmethod
@@ -193,6 +196,7 @@ class LocalEngine(TokenizingEngine):
                     on_text,
                     lookup=lookup,
                     max_draft=self.options.max_draft,
+                    max_lookup=self.options.max_lookup,
                     state=self.speculation,
                     max_draft_catch_up=(
                         config.max_new_tokens

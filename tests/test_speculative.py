@@ -103,20 +103,25 @@ def speculate(
     return result, cache
 
 
-@pytest.mark.parametrize("setting", ["self_draft", "unrelated_draft", "lookup_only"])
+@pytest.mark.parametrize(
+    "setting", ["self_draft", "unrelated_draft", "lookup_only", "self_draft_lookup"]
+)
 def test_greedy_equals_plain_greedy(
     setting: str,
     target: ModelRunner,
     unrelated: ModelRunner,
     qwen_tokenizer: QwenTokenizer,
 ) -> None:
-    draft = {"self_draft": target, "unrelated_draft": unrelated, "lookup_only": None}[setting]
+    draft = {"unrelated_draft": unrelated, "lookup_only": None}.get(setting, target)
     config = GenerationConfig(max_new_tokens=24)
-    totals = {"draft_proposed": 0, "draft_accepted": 0, "lookup_proposed": 0, "lookup_accepted": 0}
+    totals = dict.fromkeys(
+        ["draft_proposed", "draft_accepted", "lookup_proposed", "lookup_accepted"], 0
+    )
+    totals["extension_proposed"] = 0
     for prompt in random_prompts(50):
         expected = plain(target, qwen_tokenizer, prompt, config)
         result, _ = speculate(
-            target, draft, qwen_tokenizer, prompt, config, lookup=setting == "lookup_only"
+            target, draft, qwen_tokenizer, prompt, config, lookup="lookup" in setting
         )
         assert result.token_ids == expected.token_ids, prompt
         assert (result.text, result.finish_reason) == (expected.text, expected.finish_reason)
@@ -125,6 +130,10 @@ def test_greedy_equals_plain_greedy(
     if setting == "self_draft":
         assert totals["draft_proposed"] > 200
         assert totals["draft_accepted"] >= 0.98 * totals["draft_proposed"]
+    elif setting == "self_draft_lookup":
+        # Accepted drafts run into repeated motifs: lookup extensions ride along and are reached.
+        assert totals["draft_proposed"] > 0 and totals["extension_proposed"] > 0
+        assert totals["lookup_accepted"] > 0
     elif setting == "unrelated_draft":
         assert totals["draft_proposed"] > 0
         assert totals["draft_accepted"] < 0.5 * totals["draft_proposed"]
@@ -142,6 +151,7 @@ def test_caches_match_a_fresh_prefill(
 ) -> None:
     draft = {"self_draft": target, "unrelated_draft": unrelated, "lookup_only": None}[setting]
     for prompt in random_prompts(6):
+        # Lookup on (the default) in every setting: with a draft model, extensions ride along.
         result, cache = speculate(target, draft, qwen_tokenizer, prompt, GenerationConfig(40))
         # As after `generate`: the prompt and every generated token but the last (never fed).
         assert cache.tokens == [*prompt, *result.token_ids[:-1]]
