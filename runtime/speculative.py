@@ -316,8 +316,8 @@ def speculative_generate(
     which may hold any prefix of the sequence, e.g. from a PrefixCache of the draft model).
     `result.extra` counts draft_proposed / draft_accepted / lookup_proposed / lookup_accepted
     (verified tokens; an extension's once the target reached it), rounds (target passes after the
-    prefill), draft_fed (tokens the draft model ran, catch-up included) and extension_proposed
-    (lookup tokens sent after a draft model's, reached or not).
+    prefill), draft_fed (tokens the draft model ran, catch-up included) and extension_proposed /
+    extension_accepted (lookup tokens sent after a draft model's, reached or not / accepted).
 
     A draft model's k tokens are extended by a lookup continuation when one is found.
     `state` carries the adaptive draft lengths across calls (default: fresh, from `max_draft`
@@ -337,6 +337,7 @@ def speculative_generate(
         "rounds": 0,
         "draft_fed": 0,
         "extension_proposed": 0,
+        "extension_accepted": 0,
     }
     result.extra = extra
     if logits is None:
@@ -456,6 +457,7 @@ def speculative_generate(
             if extension and own == len(drafts):  # the extension was reached: it was verified
                 extra["lookup_proposed"] += len(extension)
                 extra["lookup_accepted"] += len(accepted) - own
+                extra["extension_accepted"] += len(accepted) - own
                 state.lookup.update(len(extension), len(accepted) - own)
         # Positions of rejected drafts are garbage now; the last emitted token is never cached.
         target_cache.truncate(base + 1 + len(accepted))

@@ -71,13 +71,23 @@ def test_a_decode_step_scores_exactly_what_a_verify_pass_scores(
         assert np.array_equal(step_row, pass_row)
 
 
-@pytest.mark.parametrize("draft_is_target", [False, True], ids=["lookup", "self_draft_lookup"])
+@pytest.mark.parametrize(
+    ("draft_is_target", "nucleus"),
+    [(False, False), (True, False), (True, True)],
+    ids=["lookup", "self_draft_lookup", "self_draft_lookup_nucleus"],
+)
 def test_speculative_greedy_equals_plain_greedy_on_the_real_model(
-    draft_is_target: bool, real: tuple[ModelRunner, QwenTokenizer]
+    draft_is_target: bool, nucleus: bool, real: tuple[ModelRunner, QwenTokenizer]
 ) -> None:
     runner, tokenizer = real
-    config = GenerationConfig(max_new_tokens=40)
-    proposed = accepted = 0
+    # A one-token nucleus samples the argmax: the sampling path (the rejection rule, lookup
+    # tokens as deterministic proposals) must give the greedy output too.
+    config = (
+        GenerationConfig(max_new_tokens=40, temperature=0.7, top_p=1e-9, seed=3)
+        if nucleus
+        else GenerationConfig(max_new_tokens=40)
+    )
+    totals = dict.fromkeys(["proposed", "accepted", "extension_proposed", "extension_accepted"], 0)
     for prompt in code_prompts(tokenizer, 6):
         expected = generate(runner, tokenizer, KVCache(runner.config, CAPACITY), prompt, config)
         result = speculative_generate(
@@ -94,6 +104,12 @@ def test_speculative_greedy_equals_plain_greedy_on_the_real_model(
             state=SpeculationState.initial(4, cost_aware=False),
         )
         assert result.token_ids == expected.token_ids
-        proposed += result.extra["lookup_proposed"] + result.extra["draft_proposed"]
-        accepted += result.extra["lookup_accepted"] + result.extra["draft_accepted"]
-    assert 0 < accepted <= proposed
+        extra = result.extra
+        totals["proposed"] += extra["lookup_proposed"] + extra["draft_proposed"]
+        totals["accepted"] += extra["lookup_accepted"] + extra["draft_accepted"]
+        totals["extension_proposed"] += extra["extension_proposed"]
+        totals["extension_accepted"] += extra["extension_accepted"]
+    assert 0 < totals["accepted"] <= totals["proposed"]
+    if draft_is_target:
+        # The draft model's tokens were extended by lookup, and the target turned some down.
+        assert 0 < totals["extension_accepted"] < totals["extension_proposed"]
