@@ -196,7 +196,6 @@ class LocalEngine(TokenizingEngine):
                     on_text,
                     lookup=lookup,
                     max_draft=self.options.max_draft,
-                    max_lookup=self.options.max_lookup,
                     state=self.speculation,
                     max_draft_catch_up=(
                         config.max_new_tokens

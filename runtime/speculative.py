@@ -45,8 +45,8 @@ LOOKUP_MIN_NGRAM_WITH_DRAFT = 3
 # padded to two rows anyway; w8a8 here, ~1.05x a row for two). Its own acceptance decides.
 GUESS_ACCEPTANCE = 0.2
 # Longest lookup draft. A copied run is often long, and on w8a8 a row costs a few % of a pass
-# (1.5B: 16 rows cost 1.40x one), so 12 beat 4 by ~5 % tokens/s in bench.speculative; the
-# cost-aware length keeps it shorter where rows are dear.
+# (1.5B: 16 rows cost 1.40x one), so 12 beat 4 by ~5 % tokens/s (A/B on bench.speculative's
+# items, 2026-12-04); the cost-aware length keeps it shorter where rows are dear.
 MAX_LOOKUP = 12
 
 
@@ -305,7 +305,6 @@ def speculative_generate(
     *,
     lookup: bool = True,
     max_draft: int = 4,
-    max_lookup: int = MAX_LOOKUP,
     state: SpeculationState | None = None,
     max_draft_catch_up: int | None = None,
 ) -> GenerationResult:
@@ -320,8 +319,8 @@ def speculative_generate(
     extension_accepted (lookup tokens sent after a draft model's, reached or not / accepted).
 
     A draft model's k tokens are extended by a lookup continuation when one is found.
-    `state` carries the adaptive draft lengths across calls (default: fresh, from `max_draft`
-    and `max_lookup`).
+    `state` carries the adaptive draft lengths across calls (default: fresh, from `max_draft`;
+    lookup up to MAX_LOOKUP).
     A draft cache that lacks more than `max_draft_catch_up` tokens of the prompt (a cold
     request) leaves the draft model out of this call: its prefill would cost more than it saves.
     """
@@ -349,7 +348,7 @@ def speculative_generate(
     result.token_ids = stream.token_ids
     sequence = list(prompt)
     if state is None:
-        state = SpeculationState.initial(max_draft, max_lookup=max_lookup)
+        state = SpeculationState.initial(max_draft)
     costs = state.costs
     drafter = None if draft is None or draft_cache is None else _Drafter(draft, draft_cache, costs)
     if (
@@ -390,8 +389,9 @@ def speculative_generate(
             room = min(room, drafter.cache.capacity - len(sequence) + 1)
         drafts: list[int] = []
         # After a draft model's k tokens, a free lookup continuation of sequence + drafts rides
-        # along in the same verify pass: drafts often run into text seen before, and on w8a8
-        # a row costs ~2-3 % of a pass (bench.speculative: +4 % tokens/s with the pair).
+        # along in the same verify pass: drafts may run into text seen before, and on w8a8
+        # a row costs ~2-3 % of a pass (+4 % tokens/s with the pair, A/B on bench.speculative's
+        # items, 2026-12-04).
         extension: list[int] = []
         q_rows: list[np.ndarray] | None = None
         source = ""
