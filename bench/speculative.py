@@ -6,8 +6,9 @@ completions, with the draft model, with prompt lookup, with both, and without.
 
 Workload: function bodies of real Python files we did not write, pygls 2's sources (newer than
 the models' training data; the standard library, which they recite, would flatter the drafts):
-the cursor at the start of a body (after the signature and docstring), the in-file FIM prompt
-our pipeline builds, greedy, up to `--max-tokens` new tokens with only Qwen's stop tokens.
+each body is cut out of its file and the cursor put where it was (after the signature and
+docstring), so the model writes code the prompt does not hold; the in-file FIM prompt our
+pipeline builds, greedy, up to `--max-tokens` new tokens with only Qwen's stop tokens.
 Items where plain decoding writes fewer than 48 tokens are dropped (the issue asks for
 multi-line completions).
 
@@ -66,7 +67,7 @@ CONFIGS = ("plain, 1-row kernel", "plain, exact", "lookup", "draft", "draft + lo
 
 @dataclass(frozen=True)
 class Hole:
-    """A cursor at the start of a function body in a real file."""
+    """A cursor where a function body was cut out of a real file (`text`: the rest of it)."""
 
     name: str  # module:function
     text: str
@@ -89,8 +90,11 @@ def body_holes(limit: int) -> list[Hole]:
             end_line = node.end_lineno or node.lineno
             if not body or end_line - body[0].lineno < 8:
                 continue
+            # A real hole: the body leaves the buffer, else the suffix holds the very text
+            # to write and prompt lookup copies it (a workload that flatters speculation).
             offset = starts[body[0].lineno - 1]
-            holes.append(Hole(f"{name}:{node.name}", text, offset))
+            buffer = text[:offset] + text[starts[end_line] :]
+            holes.append(Hole(f"{name}:{node.name}", buffer, offset))
         per_module.append(holes)
     return round_robin(per_module, limit)
 
