@@ -45,8 +45,9 @@ LOOKUP_MIN_NGRAM_WITH_DRAFT = 3
 # padded to two rows anyway; w8a8 here, ~1.05x a row for two). Its own acceptance decides.
 GUESS_ACCEPTANCE = 0.2
 # Longest lookup draft. A copied run is often long, and on w8a8 a row costs a few % of a pass
-# (1.5B: 16 rows cost 1.40x one), so 12 beat 4 by ~5 % tokens/s (A/B on bench.speculative's
-# items, 2026-12-04); the cost-aware length keeps it shorter where rows are dear.
+# (1.5B: 16 rows cost 1.40x one), so 12 beat 4 by ~5 % tokens/s (A/B, 2026-12-04, on the
+# bench's old items, whose body was still in the suffix: copy-friendly); the cost-aware length
+# keeps it shorter where rows are dear.
 MAX_LOOKUP = 12
 
 
@@ -390,8 +391,8 @@ def speculative_generate(
         drafts: list[int] = []
         # After a draft model's k tokens, a free lookup continuation of sequence + drafts rides
         # along in the same verify pass: drafts may run into text seen before, and on w8a8
-        # a row costs ~2-3 % of a pass (+4 % tokens/s with the pair, A/B on bench.speculative's
-        # items, 2026-12-04).
+        # a row costs ~2-3 % of a pass (+4 % tokens/s with the pair, A/B on the bench's old,
+        # copy-friendly items, 2026-12-04).
         extension: list[int] = []
         q_rows: list[np.ndarray] | None = None
         source = ""
