@@ -175,7 +175,11 @@ def measure(args: argparse.Namespace) -> list[Run]:
     exact = plain.runner
     fast = ModelRunner(exact.session, exact.config, min_rows=1)
     states = {
-        name: SpeculationState.initial(options.max_draft, max_lookup=options.max_lookup)
+        name: SpeculationState.initial(
+            options.max_draft,
+            max_lookup=options.max_lookup,
+            draft_min_confidence=options.draft_min_confidence,
+        )
         for name in CONFIGS
     }
     budget = PromptBudget()

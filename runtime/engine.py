@@ -22,7 +22,12 @@ from runtime.generate import (
 from runtime.kv_cache import PrefixCache
 from runtime.numerics import exact_min_rows
 from runtime.session import SessionOptions, create_session, device_of
-from runtime.speculative import MAX_LOOKUP, SpeculationState, speculative_generate
+from runtime.speculative import (
+    DRAFT_MIN_CONFIDENCE,
+    MAX_LOOKUP,
+    SpeculationState,
+    speculative_generate,
+)
 from runtime.tokenizer import QwenTokenizer
 
 logger = logging.getLogger(__name__)
@@ -45,7 +50,9 @@ class EngineOptions:
     # draft) and prompt lookup. On by default with the embedded pair.
     draft_model: str | None = models.DEFAULT_DRAFT
     lookup: bool = True
-    max_draft: int = 4  # longest draft-model proposal
+    max_draft: int = 8  # longest draft-model proposal
+    # It ends sooner after a token the draft model gives less than this probability (0: never).
+    draft_min_confidence: float = DRAFT_MIN_CONFIDENCE
     max_lookup: int = MAX_LOOKUP  # longest prompt-lookup proposal
     # A request whose prompt the draft cache lacks more tokens of than this skips the draft
     # model (its catch-up prefill would cost more than it saves); None: the request's
@@ -133,7 +140,9 @@ class LocalEngine(TokenizingEngine):
         )
         # Acceptance learned across requests steers the draft length of the next ones.
         self.speculation = SpeculationState.initial(
-            options.max_draft, max_lookup=options.max_lookup
+            options.max_draft,
+            max_lookup=options.max_lookup,
+            draft_min_confidence=options.draft_min_confidence,
         )
         self._lock = threading.Lock()
 

@@ -25,6 +25,7 @@ from runtime.speculative import (
     DraftSource,
     PassCosts,
     SpeculationState,
+    _Drafter,
     expected_tokens,
     lookup_draft,
     speculative_accept,
@@ -405,6 +406,43 @@ def test_draft_length_follows_acceptance_and_cost() -> None:
     # Idle at 0: after probe_after rounds the source gets a 1-token probe.
     ks = [draft.length(costs, cheap, min_rows=1) for _ in range(draft.probe_after + 1)]
     assert ks[-1] == 1 and set(ks[:-1]) == {0}
+
+
+def test_a_confident_draft_source_gets_its_whole_bound() -> None:
+    costs = PassCosts({1: 30.0, 2: 33.0, 3: 37.5, 4: 45.6, 5: 48.3})
+    # It pays (k = 1 at least): the bound is max_draft, the draft model's confidence ends it.
+    assert DraftSource(max_draft=8, acceptance=0.9, min_confidence=0.8).length(costs, 10.0, 1) == 8
+    assert 0 < DraftSource(max_draft=8, acceptance=0.9).length(costs, 10.0, 1) < 8
+    # It does not pay: no draft at all, confident or not.
+    assert DraftSource(max_draft=8, acceptance=0.9, min_confidence=0.8).length(costs, 30.0, 1) == 0
+
+
+def test_draft_proposal_ends_after_the_first_unsure_token(target: ModelRunner) -> None:
+    config = GenerationConfig()
+    prompt = PROMPT[:40]
+
+    def propose(min_confidence: float) -> list[int]:
+        drafter = _Drafter(target, KVCache(target.config, CAPACITY), PassCosts())
+        proposal = drafter.propose(
+            prompt, 6, config, np.random.default_rng(0), lambda: None, min_confidence
+        )
+        assert not isinstance(proposal, str)
+        return proposal[0]
+
+    full = propose(0.0)
+    assert len(full) == 6
+    # The draft model's probability of each of its greedy tokens, from one fresh pass.
+    cache = KVCache(target.config, CAPACITY)
+    target.forward(cache, prompt[:-1])
+    rows = target.forward(cache, [prompt[-1], *full[:-1]], keep=6).astype(np.float64)
+    probabilities = np.exp(rows - rows.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    confidence = probabilities[np.arange(6), full]
+    unsure = int(np.argmin(confidence[:5]))  # the proposal must end right after this token
+    above = [value for value in confidence[:unsure] if value > confidence[unsure]]
+    threshold = (confidence[unsure] + min(above, default=1.0)) / 2
+    assert propose(threshold) == full[: unsure + 1]
+    assert propose(1.01) == full[:1]  # every token is below 1.01
 
 
 def test_one_token_guesses_run_where_a_second_row_is_cheap() -> None:
