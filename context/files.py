@@ -17,7 +17,7 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,8 +136,6 @@ SECRET_DIR_GLOBS: tuple[str, ...] = ("*secret*", ".ssh", ".gnupg")
 # Globs containing "/" match the whole relative path or any tail of it that starts at a
 # component boundary, so ".aws/credentials" also catches "home/.aws/credentials".
 SECRET_PATH_GLOBS: tuple[str, ...] = (".aws/credentials", ".docker/config.json", ".kube/config")
-
-BINARY_SNIFF_BYTES = 8192
 
 # (mtime in ns, size in bytes): enough to notice that a file changed without reading it.
 Stamp = tuple[int, int]
@@ -542,13 +540,98 @@ def list_workspace_files(root: Path, rules: FileRules) -> list[str]:
 # --- reading ----------------------------------------------------------------------------------
 
 
+class FileRefused(OSError):
+    """A file that is not read as text; `str(error)` is `"<path>: <reason>"`, one line."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        """Refuse `path` because of `reason` (e.g. "a FIFO, not a regular file")."""
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+_FILE_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_regular(path: str, info: os.stat_result, max_bytes: int) -> None:
+    """Raise FileRefused unless `info` is a regular file of at most `max_bytes` bytes."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "special")
+        raise FileRefused(path, f"{kind}, not a regular file")
+    if info.st_size > max_bytes:
+        raise FileRefused(path, f"{info.st_size} bytes is over the {max_bytes} byte limit")
+
+
+def _refusal(path: str, error: OSError) -> FileRefused:
+    """The FileRefused for an OSError raised while stat'ing, opening or reading `path`."""
+    if isinstance(error, FileNotFoundError):
+        return FileRefused(path, "missing")
+    return FileRefused(path, error.strerror or str(error))
+
+
+def _read_regular(path: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file at `path`, never blocking; raises FileRefused.
+
+    The path is stat'ed before it is opened, so a FIFO or a device is refused without being
+    opened (opening a FIFO for reading waits for a writer); the open is non-blocking and the
+    open file is checked again, which closes the race with a file swapped in between.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise _refusal(path, error) from error
+    _check_regular(path, info, max_bytes)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise _refusal(path, error) from error
+    with os.fdopen(descriptor, "rb") as handle:
+        _check_regular(path, os.fstat(handle.fileno()), max_bytes)
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise _refusal(path, error) from error
+    if len(data) > max_bytes:
+        raise FileRefused(path, f"grew past the {max_bytes} byte limit while being read")
+    return data
+
+
+def _decode_source(path: str, data: bytes) -> str:
+    """`data` as UTF-8 text; raises FileRefused for binary (a NUL byte) or non-UTF-8 data."""
+    if b"\0" in data:
+        raise FileRefused(path, "binary (it contains NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FileRefused(path, f"not UTF-8 ({error.reason} at byte {error.start})") from error
+
+
+def read_text_file(path: Path, max_bytes: int) -> str:
+    """The text of a file the user named directly (not redacted: callers redact).
+
+    Raises FileRefused, with a one-line reason, for a missing file, a directory, anything else
+    that is not a regular file (a FIFO, socket or device: refused without blocking), a file
+    over `max_bytes`, binary data (a NUL byte) and text that is not UTF-8. Symlinks are
+    followed; line endings are kept as they are on disk. Secret paths are the caller's check.
+    """
+    name = os.fspath(path)
+    return _decode_source(name, _read_regular(name, max_bytes))
+
+
 def read_source(root: Path, rel_path: str, rules: FileRules) -> str | None:
     """The redacted text of a workspace file, or None if it must not or cannot be used.
 
     None (logged at debug level) for secret paths (checked before anything is opened, also
-    for the target of a symlink), paths outside the root, missing or non-regular files,
-    files over `rules.max_bytes`, binary files (a NUL byte in the first 8 KB) and files
-    that are not UTF-8. Line endings are kept as they are on disk.
+    for the target of a symlink), paths outside the root, and whatever `read_text_file`
+    refuses: missing or non-regular files (a FIFO is never opened), files over
+    `rules.max_bytes`, binary files and files that are not UTF-8. Line endings are kept as
+    they are on disk.
     """
     clean = normalize_rel_path(rel_path)
     if clean is None:
@@ -567,31 +650,9 @@ def read_source(root: Path, rel_path: str, rules: FileRules) -> str | None:
         logger.debug("not reading %s: it links to the secret path %s", clean, real_rel)
         return None
     try:
-        with open(real, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                logger.debug("not reading %s: not a regular file", clean)
-                return None
-            if info.st_size > rules.max_bytes:
-                logger.debug("not reading %s: %d bytes > %d", clean, info.st_size, rules.max_bytes)
-                return None
-            data = handle.read(rules.max_bytes + 1)
-    except FileNotFoundError:
-        logger.debug("not reading %s: missing", clean)
-        return None
-    except OSError as error:
-        logger.debug("not reading %s: %s", clean, error)
-        return None
-    if len(data) > rules.max_bytes:
-        logger.debug("not reading %s: grew past %d bytes", clean, rules.max_bytes)
-        return None
-    if b"\0" in data[:BINARY_SNIFF_BYTES]:
-        logger.debug("not reading %s: binary", clean)
-        return None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        logger.debug("not reading %s: not UTF-8", clean)
+        text = read_text_file(Path(real), rules.max_bytes)
+    except FileRefused as refused:
+        logger.debug("not reading %s: %s", clean, refused.reason)
         return None
     return redact_secrets(text)
 
@@ -605,47 +666,78 @@ _PEM_BLOCK = re.compile(
 )
 _LINE_CONTENT = re.compile(r"[^\r\n]+")
 
-# (cheap substring prefilters, pattern, whether a match must also look random)
-_TOKEN_FAMILIES: tuple[tuple[tuple[str, ...], re.Pattern[str], bool], ...] = (
-    # AWS access key ids
-    (("AKIA", "ASIA"), re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), False),
-    # GitHub tokens, classic and fine-grained
-    (
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_\w{20,255})"),
-        False,
-    ),
-    # OpenAI-style keys: sk-..., sk-proj-..., sk-ant-... (kebab-case words are not keys)
-    (("sk-",), re.compile(r"sk-(?<![A-Za-z0-9_\-]sk-)[A-Za-z0-9_\-]{20,}"), True),
-    # Slack tokens
-    (("xox",), re.compile(r"xox(?<![A-Za-z0-9]xox)[abprs]-[A-Za-z0-9\-]{10,}"), False),
-    # Google API keys
-    (("AIza",), re.compile(r"AIza(?<![A-Za-z0-9_\-]AIza)[0-9A-Za-z_\-]{35}"), False),
-    # Stripe secret and restricted keys
-    (
-        ("_live_", "_test_"),
-        re.compile(r"[sr]k(?<![A-Za-z0-9][sr]k)_(?:live|test)_[A-Za-z0-9]{10,}"),
-        False,
-    ),
-    # JSON Web Tokens: header.payload.signature, header and payload both base64url JSON
-    (
-        ("eyJ",),
-        re.compile(r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[\w\-]*"),
-        False,
-    ),
-)
+# A replacement: text[start:end] becomes the string.
+_Edit = tuple[int, int, str]
+
+
+@dataclass(frozen=True)
+class _Redaction:
+    """One key shape: where a match of `pattern` (its `group`) is replaced by `<redacted>`."""
+
+    needles: tuple[str, ...]  # cheap substring prefilter: the pattern only runs if one occurs
+    pattern: re.Pattern[str]
+    group: int = 0  # the part of a match that is the secret
+    needs_randomness: bool = False  # the secret must also look random
+
+    def edits(self, text: str) -> list[_Edit]:
+        """The replacements this key shape makes in `text`."""
+        if not any(needle in text for needle in self.needles):
+            return []
+        return [
+            (*match.span(self.group), REDACTED)
+            for match in self.pattern.finditer(text)
+            if not self.needs_randomness or _looks_random(match.group(self.group))
+        ]
+
 
 # Regexes start with a literal (look-behinds come after it) so that `re` can jump between
 # occurrences instead of trying every position: 5-10x faster on ordinary source.
-_AWS_SECRET_HINTS = ("ecret_access_key", "ECRET_ACCESS_KEY", "ecretAccessKey")
-_AWS_SECRET = re.compile(
-    r"((?:ecret_access_key|ECRET_ACCESS_KEY|ecretAccessKey)[\"']?[ \t]*(?:=|:|=>)[ \t]*[\"']?)"
-    r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
-)
-_BEARER_HINTS = ("earer", "EARER")
-_BEARER = re.compile(
-    r"((?:earer(?<![A-Za-z0-9_][Bb]earer)|EARER(?<![A-Za-z0-9_]BEARER))[ \t]+)"
-    r"([A-Za-z0-9\-._~+/]{16,}=*)"
+_KEY_SHAPES: tuple[_Redaction, ...] = (
+    # AWS access key ids
+    _Redaction(("AKIA", "ASIA"), re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")),
+    # GitHub tokens, classic and fine-grained
+    _Redaction(
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_\w{20,255})"),
+    ),
+    # OpenAI-style keys: sk-..., sk-proj-..., sk-ant-... (kebab-case words are not keys)
+    _Redaction(
+        ("sk-",), re.compile(r"sk-(?<![A-Za-z0-9_\-]sk-)[A-Za-z0-9_\-]{20,}"), needs_randomness=True
+    ),
+    # Slack tokens
+    _Redaction(("xox",), re.compile(r"xox(?<![A-Za-z0-9]xox)[abprs]-[A-Za-z0-9\-]{10,}")),
+    # Google API keys
+    _Redaction(("AIza",), re.compile(r"AIza(?<![A-Za-z0-9_\-]AIza)[0-9A-Za-z_\-]{35}")),
+    # Stripe secret and restricted keys
+    _Redaction(
+        ("_live_", "_test_"),
+        re.compile(r"[sr]k(?<![A-Za-z0-9][sr]k)_(?:live|test)_[A-Za-z0-9]{10,}"),
+    ),
+    # JSON Web Tokens: header.payload.signature, header and payload both base64url JSON
+    _Redaction(
+        ("eyJ",),
+        re.compile(r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[\w\-]*"),
+    ),
+    # AWS secret access keys: the value after the name
+    _Redaction(
+        ("ecret_access_key", "ECRET_ACCESS_KEY", "ecretAccessKey"),
+        re.compile(
+            r"(?:ecret_access_key|ECRET_ACCESS_KEY|ecretAccessKey)"
+            r"[\"']?[ \t]*(?:=|:|=>)[ \t]*[\"']?"
+            r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
+        ),
+        group=1,
+    ),
+    # Bearer tokens: the token after the word
+    _Redaction(
+        ("earer", "EARER"),
+        re.compile(
+            r"(?:earer(?<![A-Za-z0-9_][Bb]earer)|EARER(?<![A-Za-z0-9_]BEARER))[ \t]+"
+            r"([A-Za-z0-9\-._~+/]{16,}=*)"
+        ),
+        group=1,
+        needs_randomness=True,
+    ),
 )
 
 # Lower-case fragments of secret-sounding names; each hit is confirmed word by word below. Plain
@@ -749,9 +841,18 @@ def _secret_name_hints(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _redact_assignments(text: str) -> str:
+def _is_code_name(value: str) -> bool:
+    """A bare value that reads as a name in code (`default_token2`, `tokenizer_config2024v1`),
+    not a key written as one (`sk_abc123XYZdef456ghi`: a part between underscores is 16+
+    random-looking characters, longer than the words of a name)."""
+    if not value.isidentifier() or value.isalnum():
+        return False
+    return not any(len(part) >= 16 and _looks_random(part) for part in value.split("_"))
+
+
+def _assignment_edits(text: str) -> list[_Edit]:
     """`password = "Xk2...9"` -> `password = "<redacted>"`; code (`token = get_token()`) stays."""
-    edits: list[tuple[int, int]] = []
+    edits: list[_Edit] = []
     last_end = -1
     for hint_start, hint_end in _secret_name_hints(text):
         name_end = _IDENT_TAIL.match(text, hint_end).end()  # type: ignore[union-attr]
@@ -773,41 +874,60 @@ def _redact_assignments(text: str) -> str:
         value = match.group(group)
         if _DOTTED_NAME.fullmatch(value):
             continue  # `"token_cls": "pkg.tokens.Token"`, `key: settings.API_KEY`: names
-        if group == "bare" and (
-            text[name_end] in "\"'" or (value.isidentifier() and not value.isalnum())
-        ):
+        if group == "bare" and (text[name_end] in "\"'" or _is_code_name(value)):
             # `"token2wav": Token2WavConfig` (a quoted key with a bare value is a dict literal
             # in code) and `token = default_token2`: code, not data.
             continue
         if _TEMPLATE.search(value):
             continue  # "${API_TOKEN}", "{{ secret }}": a reference to a secret, not one
         if _looks_random(value):
-            edits.append(match.span(group))
-    if not edits:
-        return text
+            edits.append((*match.span(group), REDACTED))
+    return edits
+
+
+def _pem_edits(text: str) -> list[_Edit]:
+    """Each line of a PEM private key block becomes one placeholder (line endings kept)."""
+    if "PRIVATE KEY" not in text:
+        return []
+    return [
+        (*line.span(), REDACTED)
+        for block in _PEM_BLOCK.finditer(text)
+        for line in _LINE_CONTENT.finditer(text, block.start(), block.end())
+    ]
+
+
+# In order: each step sees the text the previous ones produced.
+_REDACTION_STEPS: tuple[Callable[[str], list[_Edit]], ...] = (
+    _pem_edits,
+    *(shape.edits for shape in _KEY_SHAPES),
+    _assignment_edits,
+)
+
+
+def _apply_edits(text: str, cursor: int, edits: list[_Edit]) -> tuple[str, int]:
+    """`text` with `edits` (in order, disjoint) made, and where the `cursor` offset moves to.
+
+    A cursor strictly inside a replaced span moves to the end of its replacement.
+    """
     pieces: list[str] = []
     position = 0
-    for start, end in edits:
-        pieces.append(text[position:start])
-        pieces.append(REDACTED)
+    moved = cursor
+    for start, end, replacement in edits:
+        pieces += (text[position:start], replacement)
         position = end
+        if start < cursor:
+            moved += len(replacement) - (min(end, cursor) - start)
     pieces.append(text[position:])
-    return "".join(pieces)
+    return "".join(pieces), moved
 
 
-def _redact_pem(match: re.Match[str]) -> str:
-    # One placeholder per line keeps the line count (and the line endings) unchanged.
-    return _LINE_CONTENT.sub(REDACTED, match.group(0))
-
-
-def _redact_token(match: re.Match[str]) -> str:
-    return REDACTED
-
-
-def _redact_random_token(match: re.Match[str]) -> str:
-    value = match.group(0)
-    has_digit = any(char.isdigit() for char in value)
-    return REDACTED if has_digit and _looks_random(value) else value
+def _redact(text: str, cursor: int) -> tuple[str, int]:
+    """Every redaction step applied to `text`, carrying the `cursor` offset along."""
+    for step in _REDACTION_STEPS:
+        edits = step(text)
+        if edits:
+            text, cursor = _apply_edits(text, cursor, edits)
+    return text, cursor
 
 
 def redact_secrets(text: str) -> str:
@@ -815,19 +935,21 @@ def redact_secrets(text: str) -> str:
 
     Covers PEM private key blocks (each line of the block becomes a placeholder line), AWS
     access key ids and secret keys, GitHub, OpenAI-style, Slack, Google API and Stripe keys,
-    JWTs, bearer tokens, and high-entropy literals assigned to names such as `password`,
-    `api_key` or `auth_token` (the name stays, the value goes). Each family is first looked
-    for with a plain substring test, so ordinary code costs a few fast scans.
+    JWTs, bearer tokens, and high-entropy values, quoted or bare, assigned to names such as
+    `password`, `api_key` or `auth_token` (the name stays, the value goes). Each family is
+    first looked for with a plain substring test, so ordinary code costs a few fast scans.
     """
-    if "PRIVATE KEY" in text:
-        text = _PEM_BLOCK.sub(_redact_pem, text)
-    for needles, pattern, needs_randomness in _TOKEN_FAMILIES:
-        if any(needle in text for needle in needles):
-            text = pattern.sub(_redact_random_token if needs_randomness else _redact_token, text)
-    if any(hint in text for hint in _AWS_SECRET_HINTS):
-        text = _AWS_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-    if any(hint in text for hint in _BEARER_HINTS):
-        text = _BEARER.sub(
-            lambda m: m.group(1) + REDACTED if _looks_random(m.group(2)) else m.group(0), text
-        )
-    return _redact_assignments(text)
+    return _redact(text, 0)[0]
+
+
+def redact_around(text: str, offset: int) -> tuple[str, str]:
+    """(before, after) the cursor at character `offset` of `text`, redacted as one text.
+
+    `before + after == redact_secrets(text)`: a secret is found whole even when the cursor
+    splits it (redacting each side alone would miss it, or the rest of a PEM block). A secret
+    that contains the cursor is replaced whole and the cursor lands right after its
+    placeholder, so neither side keeps any of it. Replaced spans never hold a line break, so
+    the cursor stays on its line.
+    """
+    redacted, cursor = _redact(text, offset)
+    return redacted[:cursor], redacted[cursor:]

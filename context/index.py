@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -37,6 +38,38 @@ Listener = Callable[[set[str]], None]
 
 DEFAULT_CACHE_CHARS = 64_000_000
 RECENT_CAPACITY = 256
+
+
+def path_refusal(root: Path, rel_path: str, rules: FileRules) -> str | None:
+    """Why the file `rel_path` under `root` must not reach a model, judged by its path and what
+    it is on disk (not by .gitignore), or None.
+
+    Refused: secret names, paths leaving the root, symlinks (anywhere in the path) that resolve
+    outside the root or to a secret path, and anything on disk that is not a regular file
+    (FIFOs, sockets, devices, directories), checked with `stat` so nothing is ever opened.
+    A path that does not exist is judged by its name alone (an unsaved buffer).
+    """
+    clean = normalize_rel_path(rel_path)
+    if clean is None:
+        return "outside the workspace"
+    if is_secret_path(clean, rules):
+        return "a secret file"
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, clean))
+    if not real.startswith(real_root + os.sep):
+        return "it links outside the workspace"
+    real_rel = os.path.relpath(real, real_root).replace(os.sep, "/")
+    if real_rel != clean and is_secret_path(real_rel, rules):
+        return f"it links to the secret path {real_rel}"
+    try:
+        info = os.stat(real)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    return None
+
+
 # A watcher batch this small is someone editing files (an editor without LSP, a formatter,
 # an agent); a bigger one is a checkout or a build, which says nothing about recency.
 RECENT_BATCH_LIMIT = 8
@@ -250,6 +283,7 @@ class WorkspaceIndex:
                 self._files = scanned
                 for path in changed:
                     self._evict(path)
+                changed |= self._prune_buffers()
                 if changed:
                     self._version += 1
         logger.debug("indexed %s: %d files, %d changed", self.root, len(scanned), len(changed))
@@ -271,6 +305,7 @@ class WorkspaceIndex:
             found = self._lister.eligible(clean)
             with self._lock:
                 changed = self._apply(clean, found)
+                changed |= self._prune_buffers()
                 if changed:
                     self._version += 1
                 if len(clean) <= RECENT_BATCH_LIMIT:
@@ -299,6 +334,19 @@ class WorkspaceIndex:
                 self._evict(path)
                 changed.add(path)
         return changed
+
+    def _prune_buffers(self) -> set[str]:
+        """Drop the buffers of files on disk that the index no longer lists (newly ignored or
+        secret); lock held. Buffers with no file on disk (unsaved) stay."""
+        gone = {
+            path
+            for path in self._buffers
+            if path not in self._files and os.path.lexists(self.root / path)
+        }
+        for path in gone:
+            del self._buffers[path]
+            logger.info("dropped the buffer of %s: no longer a workspace file", path)
+        return gone
 
     def update(self, rel_path: str) -> set[str]:
         """Re-check one path (created or modified on disk) and mark it recently edited."""
@@ -349,20 +397,39 @@ class WorkspaceIndex:
         self._notify(changed)
         return changed
 
-    # -- editor buffers ----------------------------------------------------------------------
+    # -- admission and editor buffers --------------------------------------------------------
+
+    def refusal(self, rel_path: str) -> str | None:
+        """Why `rel_path` must not reach a model (`path_refusal`, or excluded by .gitignore and
+        the rules), or None. A file on disk that the index lacks (created since the last scan
+        or watcher batch) is checked against the rules now."""
+        why = path_refusal(self.root, rel_path, self.rules)
+        clean = normalize_rel_path(rel_path)
+        if why is not None or clean is None:
+            return why or "outside the workspace"
+        with self._lock:
+            if clean in self._files:
+                return None
+        if not os.path.lexists(self.root / clean):
+            return None
+        self.apply_changes([clean])
+        with self._lock:
+            if clean in self._files:
+                return None
+        return "excluded by .gitignore or the workspace rules"
 
     def set_buffer(self, rel_path: str, text: str) -> None:
         """The editor opened or changed `rel_path`: its text now overrides the disk.
 
-        Buffers of secret paths are refused (never stored), so an open `.env` cannot leak
-        into a prompt.
+        Buffers that `refusal` turns down (secret or ignored files, links to secrets, FIFOs)
+        are never stored, so an open `.env` or `helpers.py -> .env` cannot leak into a prompt.
         """
         clean = normalize_rel_path(rel_path)
-        if clean is None:
-            logger.debug("ignoring a buffer outside the workspace: %r", rel_path)
-            return
-        if is_secret_path(clean, self.rules):
-            logger.debug("ignoring the buffer of secret path %s", clean)
+        why = self.refusal(rel_path)
+        if clean is None or why is not None:
+            logger.info("not using the buffer of %s: %s", rel_path, why)
+            if clean is not None:
+                self.close_buffer(clean)
             return
         with self._lock:
             self._buffers[clean] = _Buffer(text)

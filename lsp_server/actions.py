@@ -72,10 +72,10 @@ async def list_actions(
     if ls.state is EngineState.FAILED:
         return None
     uri = params.text_document.uri
-    document = ls.workspace.get_text_document(uri)
-    if not ls.options.language_enabled(document.language_id or ""):
+    document = await ls.snapshot(uri)
+    if not ls.options.language_enabled(document.language_id):
         return None
-    text, version = document.source, document.version
+    text, version = document.text, document.version
     first, last = params.range.start.line, params.range.end.line
     only = params.context.only
     actions: list[types.CodeAction] = []
@@ -146,10 +146,10 @@ async def repair_data(ls: CoderLanguageServer, data: Any) -> tuple[str | None, R
         return None, RepairResult(False, [], "the action's data is not coder-lsp's")
     if ls.state is not EngineState.READY or ls.pipeline is None:
         return uri, RepairResult(False, [], f"the model is not ready ({ls.state.value})")
-    document = ls.workspace.get_text_document(uri)
+    document = await ls.snapshot(uri)
     if document.version != version:
         return uri, RepairResult(False, [], "the document changed; ask for the fix again")
-    text, path, folder = document.source, _path_of(uri), ls.folder_of(uri)
+    text, path, folder = document.text, _path_of(uri), ls.folder_of(uri)
     pipeline, use_context = ls.pipeline, ls.options.use_context and folder is not None
 
     def work(token: CancellationToken) -> RepairResult:
@@ -164,7 +164,7 @@ async def repair_data(ls: CoderLanguageServer, data: Any) -> tuple[str | None, R
         )
 
     result = await _in_executor(ls, work, CancellationToken())
-    if ls.workspace.get_text_document(uri).version != version:
+    if ls.version_of(uri) != version:
         return uri, RepairResult(False, [], "the document changed during the repair")
     return uri, result
 
@@ -218,8 +218,8 @@ async def explain_command(ls: CoderLanguageServer, args: tuple[Any, ...]) -> dic
         message = f"coder-lsp: the model is not ready ({ls.state.value})"
         ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, message))
         return None
-    document = ls.workspace.get_text_document(uri)
-    text, path, folder = document.source, _path_of(uri), ls.folder_of(uri)
+    document = await ls.snapshot(uri)
+    text, path, folder = document.text, _path_of(uri), ls.folder_of(uri)
     pipeline, use_context = ls.pipeline, ls.options.use_context and folder is not None
     token = CancellationToken()
     progress = await _Progress.start(ls, f"explaining {path.name}", token)

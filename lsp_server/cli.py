@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(tcp: tuple[str, int] | None) -> int:
     """Run the language server on stdio, or on TCP at (host, port)."""
     from lsp_server.features import register_all
-    from lsp_server.server import CoderLanguageServer
+    from lsp_server.server import CoderLanguageServer, CoderProtocol
 
     server = CoderLanguageServer()
     register_all(server)
@@ -198,7 +198,7 @@ def _serve(tcp: tuple[str, int] | None) -> int:
         server.start_io()
     else:
         server.start_tcp(*tcp)
-    return 0
+    return server.protocol.exit_code if isinstance(server.protocol, CoderProtocol) else 1
 
 
 def _models(args: argparse.Namespace) -> int:

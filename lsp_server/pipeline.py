@@ -4,14 +4,15 @@ post-processing. The CLI and the language server both call this."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from context.files import FileRules, is_secret_path, redact_secrets
-from context.index import WorkspaceIndex
+from context.files import FileRules, redact_around
+from context.index import WorkspaceIndex, path_refusal
 from context.prompt import (
     ContextPiece,
     Prompt,
@@ -21,6 +22,7 @@ from context.prompt import (
     build_prompt,
 )
 from context.repo import RepoContext
+from context.watcher import WorkspaceWatcher
 from lsp_server.forward_cache import (
     ForwardCache,
     ForwardHit,
@@ -90,10 +92,15 @@ def workspace_root(path: Path) -> Path:
 
 @dataclass
 class Workspaces:
-    """Indexed workspaces by root, opened on first use (index + import graph)."""
+    """Indexed workspaces by root, opened on first use (index + import graph). With `watch`
+    (the language server), each is watched from then on (context.watcher): files created,
+    deleted or newly ignored reach the index and the import graph; the CLI re-checks the
+    current file per request instead."""
 
     rules: FileRules = field(default_factory=FileRules)
+    watch: bool = False
     _open: dict[Path, RepoContext] = field(default_factory=dict)
+    _watchers: list[WorkspaceWatcher] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def opened(self, root: Path) -> RepoContext | None:
@@ -109,12 +116,31 @@ class Workspaces:
             if repo is None:
                 started = time.monotonic()
                 index = WorkspaceIndex(root, self.rules)
-                index.refresh()
+                if not self._watch(index):
+                    index.refresh()
                 repo = RepoContext(index)
                 repo.build()
                 self._open[root] = repo
                 logger.info("indexed %s in %.2f s", root, time.monotonic() - started)
             return repo
+
+    def _watch(self, index: WorkspaceIndex) -> bool:
+        """Start watching `index` (which scans it once the watch is in place); False when not
+        watching (off, or the OS refused: then the caller scans)."""
+        if not self.watch:
+            return False
+        watcher = WorkspaceWatcher()
+        if not watcher.start(index):
+            return False
+        self._watchers.append(watcher)
+        return True
+
+    def close(self) -> None:
+        """Stop every watcher (the indexes stay usable, unwatched)."""
+        with self._lock:
+            watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            watcher.stop()
 
 
 @dataclass(frozen=True)
@@ -283,23 +309,23 @@ class CompletionPipeline:
         use_context: bool = True,
     ) -> SourceFile:
         """Where `path` (buffer `text`) sits, once it may reach a model: raises CompletionRefused
-        for secret files and files the workspace excludes (.gitignore); the buffer goes to the
-        workspace index so that repository context sees it."""
-        rules = self.workspaces.rules
+        for secret files, links to secrets or out of the workspace, non-regular files and files
+        the workspace excludes (.gitignore); the buffer goes to the workspace index so that
+        repository context sees it."""
         repo = self.workspaces.get(workspace or workspace_root(path)) if use_context else None
         relative = repo.index.relative_path(path) if repo is not None else None
+        if repo is not None and relative is not None:
+            why = repo.index.refusal(relative)
+        else:
+            # No workspace (or a file outside it): the file's own folder is its workspace.
+            absolute = Path(os.path.abspath(path))
+            base = Path(os.path.abspath(workspace)) if workspace is not None else None
+            root = base if base is not None and absolute.is_relative_to(base) else absolute.parent
+            relative_to_root = absolute.relative_to(root).as_posix()
+            why = path_refusal(root, relative_to_root, self.workspaces.rules)
         name = relative or path.name
-        if is_secret_path(name, rules):
-            raise CompletionRefused(f"{name}: secret file; nothing is sent to a model")
-        if repo is not None and relative is not None and path.exists():
-            # A file created since the index was built (no watcher in the CLI) is checked
-            # against the rules now rather than taken for an excluded one.
-            if relative not in repo.index:
-                repo.index.apply_changes([relative])
-            if relative not in repo.index:
-                raise CompletionRefused(
-                    f"{relative}: excluded by .gitignore or the workspace rules"
-                )
+        if why is not None:
+            raise CompletionRefused(f"{name}: {why}; nothing is sent to a model")
         if repo is not None and relative is not None:
             repo.index.set_buffer(relative, text)
         return SourceFile(name, repo, relative)
@@ -317,8 +343,8 @@ class CompletionPipeline:
         text = tokenizable(text)
         source = self.admit(path, text, workspace=workspace, use_context=use_context)
         repo, relative, name = source.repo, source.relative, source.name
-        # Redact each side separately so that the cursor offset stays meaningful.
-        before, after = redact_secrets(text[:offset]), redact_secrets(text[offset:])
+        # Redacted as one text (a key block around the cursor goes on both sides), then split.
+        before, after = redact_around(text, offset)
         count = self.engine.count_tokens
         if repo is None or relative is None:
             return build_prompt(

@@ -23,6 +23,8 @@ Decisions worth knowing:
   method still needs). A `;`, a closer the file does not need, and a lone word on an empty line
   are not shown. A closer line at column 0 ends a block suggestion; other column-0 lines from
   inside a definition start a new one and are cut.
+- Control characters (C0 but tab and line breaks, DEL, C1) that the file does not already use,
+  and NUL always, end the suggestion: it is cut before the first one, keeping what precedes it.
 - The syntax check only trims: it never adds text and never moves the replace range beyond what
   the bracket rule decided (re-deciding it for the trimmed text).
 """
@@ -306,6 +308,21 @@ def _consume_closers(text: str, context: CursorContext) -> tuple[str, int]:
 Rule = Callable[[Suggestion, CursorContext], Suggestion]
 
 
+# C0 controls but tab and line breaks, DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def cut_control_characters(suggestion: Suggestion, context: CursorContext) -> Suggestion:
+    """Cut before the first control character the file does not already use (a form feed in a
+    file with page breaks stays); a NUL is always cut, even when the document holds one (it
+    would end the text in many editors and tools, and a model echoes what it sees)."""
+    for match in _CONTROL.finditer(suggestion.text):  # rare: the document is built only then
+        char = match.group()
+        if char == "\0" or char not in context.document:
+            return _with(suggestion, suggestion.text[: match.start()])
+    return suggestion
+
+
 def limit_scope(suggestion: Suggestion, context: CursorContext) -> Suggestion:
     """The same cut as during generation: the rest of the line, or the indented block."""
     text = suggestion.text
@@ -582,7 +599,9 @@ def _closes_what_is_open(suggestion: Suggestion, context: CursorContext) -> bool
 
 
 # The order matters:
-# 1. limit_scope first: it is the cut generation already made, and every later rule should only
+# 0. cut_control_characters before anything: nothing after a control character the file does
+#    not use can be shown, and every later rule should judge the text that is left.
+# 1. limit_scope next: it is the cut generation already made, and every later rule should only
 #    see what could be shown.
 # 2. trim_trailing_space next, so that line comparisons and "ends with" checks see clean ends.
 # 3. drop_repetition before the rules that compare lines: a loop is cut to its first copy
@@ -597,6 +616,7 @@ def _closes_what_is_open(suggestion: Suggestion, context: CursorContext) -> bool
 #    the file exactly as it would be after accepting.
 # 8. drop_trivial last: it judges exactly what would be shown, after every trim.
 RULES: tuple[Rule, ...] = (
+    cut_control_characters,
     limit_scope,
     trim_trailing_space,
     drop_repetition,

@@ -3,20 +3,25 @@ background model load. Features live in lsp_server/features/, one module each.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from pygls.exceptions import JsonRpcException
+from lsprotocol.types import EXIT
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import RPCRequest
 from pygls.uris import to_fs_path
 
-from context.files import FileRules
+from context.files import FileRefused, FileRules, read_text_file
 from context.prompt import PromptBudget
 from lsp_server.debounce import DocumentScheduler
 from lsp_server.feedback import FeedbackStats
@@ -28,6 +33,7 @@ from runtime.engine import Engine, EngineOptions, LocalEngine
 logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+MAX_DOCUMENT_BYTES = 1 << 20  # an unopened document bigger than this is not read
 
 
 class EngineState(Enum):
@@ -38,9 +44,42 @@ class EngineState(Enum):
     FAILED = "failed"
 
 
+class DocumentUnreadable(JsonRpcException):
+    """A request names a document that is not open and cannot be read as text (missing, a
+    directory or FIFO, binary, not UTF-8, too big): answered with this one-line message."""
+
+    CODE = -32803  # LSP's RequestFailed
+
+    def __init__(self, message: str) -> None:
+        super().__init__(code=self.CODE, message=message)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A document's text as a request sees it: the editor's buffer, else the file on disk."""
+
+    text: str
+    version: int | None
+    language_id: str
+
+
 class CoderProtocol(LanguageServerProtocol):
     """pygls' protocol, except that a request whose params do not parse gets an error response
-    (pygls logs it and never answers, leaving the client waiting forever)."""
+    (pygls logs it and never answers, leaving the client waiting forever), and so does a
+    request after `shutdown` (InvalidRequest, as LSP says; pygls drops it silently)."""
+
+    def handle_message(self, message: Any) -> None:
+        """Answer requests after shutdown with InvalidRequest; pygls handles the rest."""
+        if self._shutdown and isinstance(message, RPCRequest) and message.method != EXIT:
+            error = JsonRpcInvalidRequest("the server is shutting down")
+            self._send_response(message.id, error=error.to_response_error())
+            return
+        super().handle_message(message)
+
+    @property
+    def exit_code(self) -> int:
+        """The process's exit code as LSP specifies: 0 after `shutdown`, else 1."""
+        return 0 if self._shutdown else 1
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         """Parse one JSON object of a message; answer unparseable requests with the error."""
@@ -62,7 +101,7 @@ class CoderLanguageServer(LanguageServer):
         self.state = EngineState.LOADING
         self.state_detail = "not started"
         self.pipeline: CompletionPipeline | None = None
-        self.workspaces = Workspaces()
+        self.workspaces = Workspaces(watch=True)
         self.folders: list[Path] = []
         # Generation runs here; two workers so a new request can start while a cancelled one
         # finishes its current step.
@@ -81,7 +120,8 @@ class CoderLanguageServer(LanguageServer):
             self.pipeline.layout = options.prompt_layout()
         rules = FileRules(extra_secret_globs=options.secret_globs)
         if rules != self.workspaces.rules:
-            self.workspaces = Workspaces(rules)
+            self.workspaces.close()
+            self.workspaces = Workspaces(rules, watch=True)
             if self.pipeline is not None:
                 self.pipeline.workspaces = self.workspaces
         logging.getLogger().setLevel(options.log_level.upper())
@@ -124,6 +164,27 @@ class CoderLanguageServer(LanguageServer):
         self.pipeline.layout = options.prompt_layout()
         self.state, self.state_detail = EngineState.READY, options.model
         self.ready.set()
+
+    async def snapshot(self, uri: str) -> Snapshot:
+        """The open buffer of `uri`, else its file read off the event loop by the rules every
+        path follows (`context.files.read_text_file`: a FIFO or a directory is refused before it
+        is opened, so one bad request never blocks the others); raises DocumentUnreadable."""
+        document = self.workspace.text_documents.get(unquote(uri))
+        if document is not None:
+            return Snapshot(document.source, document.version, document.language_id or "")
+        path = to_fs_path(uri)
+        if path is None:
+            raise DocumentUnreadable(f"coder-lsp: {uri} is not open and not a file")
+        try:
+            text = await asyncio.to_thread(read_text_file, Path(path), MAX_DOCUMENT_BYTES)
+        except FileRefused as error:
+            raise DocumentUnreadable(f"coder-lsp: cannot read {path}: {error.reason}") from None
+        return Snapshot(text, None, "")
+
+    def version_of(self, uri: str) -> int | None:
+        """The open buffer's version of `uri` (None when it is not open)."""
+        document = self.workspace.text_documents.get(unquote(uri))
+        return document.version if document is not None else None
 
     def folder_of(self, uri: str) -> Path | None:
         """The workspace folder holding the document at `uri`, if any."""

@@ -8,12 +8,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
 from lsp_server.debounce import Superseded
 from lsp_server.pipeline import Completion, CompletionRefused
+from lsp_server.positions import offset_at, utf16_len
 from lsp_server.server import CoderLanguageServer, EngineState
 from runtime.generate import CancellationToken
 
@@ -30,31 +32,33 @@ class Suggestion:
     source: str  # "repository" when other files were in the prompt, else "in-file"
 
 
-def _offset(lines: list[str], position: types.Position) -> int | None:
-    """Character offset of an LSP position (UTF-16 columns); None when outside the text."""
-    if not 0 <= position.line < len(lines):
-        return None
-    line = lines[position.line]
-    encoded = line.encode("utf-16-le")
-    if not 0 <= position.character <= len(encoded) // 2:
-        return None
-    column = len(encoded[: 2 * position.character].decode("utf-16-le", errors="ignore"))
-    return sum(len(item) + 1 for item in lines[: position.line]) + column
+@dataclass(frozen=True)
+class Cursor:
+    """A request's snapshot: the document's text and version, the cursor's offset, its path
+    and workspace folder."""
+
+    text: str
+    version: int | None
+    offset: int
+    path: Path
+    folder: Path | None
+    language: str
 
 
-async def suggest(
+async def _cursor(
     ls: CoderLanguageServer, method: str, uri: str, position: types.Position
-) -> Suggestion | None:
-    """The suggestion for a cursor, or None when there is nothing (useful) to offer."""
+) -> Cursor | None:
+    """The request's snapshot, or None when there is nothing to do (model not ready, language
+    off, position outside the text); an unreadable unopened document raises
+    DocumentUnreadable."""
     if ls.state is not EngineState.READY or ls.pipeline is None:
         logger.info("%s: model %s, answering empty", method, ls.state.value)
         ls.outcomes["not ready"] += 1
         return None
-    document = ls.workspace.get_text_document(uri)
-    if not ls.options.language_enabled(document.language_id or ""):
+    document = await ls.snapshot(uri)
+    if not ls.options.language_enabled(document.language_id):
         return None
-    text, version = document.source, document.version
-    offset = _offset(text.split("\n"), position)
+    offset = offset_at(document.text, position.line, position.character)
     if offset is None:
         logger.info("%s: position %s is outside %s", method, position, uri)
         ls.outcomes["bad position"] += 1
@@ -62,6 +66,45 @@ async def suggest(
     fs_path = to_fs_path(uri)
     path = Path(fs_path) if fs_path is not None else Path(uri.rsplit("/", 1)[-1])
     folder = ls.folder_of(uri)
+    return Cursor(document.text, document.version, offset, path, folder, document.language_id)
+
+
+async def show_prompt(
+    ls: CoderLanguageServer, uri: str, position: types.Position
+) -> dict[str, Any] | None:
+    """The prompt a completion at this cursor would send (`coderLsp.showPrompt`):
+    {"prompt", "files", "tokens"}, or {"refused": reason} for a file that stays local; None
+    when there is nothing to complete (model not ready, position outside the text)."""
+    cursor = await _cursor(ls, "showPrompt", uri, position)
+    if cursor is None or ls.pipeline is None:
+        return None
+    pipeline, use_context = ls.pipeline, ls.options.use_context and cursor.folder is not None
+
+    def work() -> dict[str, Any]:
+        try:
+            prompt = pipeline.prompt(
+                cursor.path,
+                cursor.text,
+                cursor.offset,
+                workspace=cursor.folder,
+                use_context=use_context,
+            )
+        except CompletionRefused as error:
+            return {"refused": str(error)}
+        tokens = len(pipeline.engine.encode_prompt(prompt.segments))
+        return {"prompt": prompt.text, "files": prompt.files, "tokens": tokens}
+
+    return await asyncio.get_running_loop().run_in_executor(ls.executor, work)
+
+
+async def suggest(
+    ls: CoderLanguageServer, method: str, uri: str, position: types.Position
+) -> Suggestion | None:
+    """The suggestion for a cursor, or None when there is nothing (useful) to offer."""
+    cursor = await _cursor(ls, method, uri, position)
+    if cursor is None or ls.pipeline is None:
+        return None
+    text, offset, path, folder = cursor.text, cursor.offset, cursor.path, cursor.folder
     pipeline, options = ls.pipeline, ls.options
     started = time.monotonic()
 
@@ -99,7 +142,7 @@ async def suggest(
             logger.info("%s: cancelled by the client", method)
             ls.outcomes["cancelled"] += 1
             raise
-    if ls.workspace.get_text_document(uri).version != version:
+    if ls.version_of(uri) != cursor.version:
         logger.info("%s: document changed during generation; result dropped", method)
         ls.outcomes["stale"] += 1
         return None
@@ -122,6 +165,6 @@ async def suggest(
     ls.outcomes["forward cache" if result.finish_reason == "forward_cache" else "answered"] += 1
     source = "repository" if len(done.prompt.files) > 1 else "in-file"
     # The range covers the auto-closed characters the text replaces, in UTF-16 units.
-    replaced = text[offset : offset + done.replace_chars].encode("utf-16-le")
-    end = types.Position(position.line, position.character + len(replaced) // 2)
-    return Suggestion(done.text, types.Range(position, end), document.language_id or "", source)
+    replaced = utf16_len(text[offset : offset + done.replace_chars])
+    end = types.Position(position.line, position.character + replaced)
+    return Suggestion(done.text, types.Range(position, end), cursor.language, source)

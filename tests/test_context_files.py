@@ -24,10 +24,13 @@ from hypothesis import strategies as st
 from context.files import (
     REDACTED,
     FileLister,
+    FileRefused,
     FileRules,
     is_secret_path,
     list_workspace_files,
     read_source,
+    read_text_file,
+    redact_around,
     redact_secrets,
 )
 from context.index import WorkspaceIndex
@@ -396,6 +399,55 @@ def test_read_source_filters(tmp_path: Path) -> None:
         assert read_source(tmp_path, rel, rules) is None, rel
 
 
+def test_read_source_never_opens_a_fifo(tmp_path: Path) -> None:
+    # An ordinary name: only the file type can protect the reader from blocking forever.
+    os.mkfifo(tmp_path / "mod.py")
+    with recorded_opens() as opened:
+        assert finishes(lambda: read_source(tmp_path, "mod.py", RULES), timeout=10) is None
+    assert [p for p in opened if p.endswith("mod.py")] == []
+
+
+def refusal(path: Path, max_bytes: int = 1000) -> str:
+    """The reason read_text_file gives for refusing `path` (run in a thread: a FIFO may hang)."""
+
+    def read() -> str:
+        try:
+            read_text_file(path, max_bytes)
+        except FileRefused as error:
+            assert isinstance(error, OSError)
+            assert str(error) == f"{path}: {error.reason}" and "\n" not in str(error)
+            return error.reason
+        raise AssertionError(f"{path} was read")
+
+    reason = finishes(read, timeout=10)
+    assert isinstance(reason, str)
+    return reason
+
+
+def test_read_text_file_refuses_with_a_reason(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.py")
+    (tmp_path / "dir.py").mkdir()
+    write(tmp_path, "blob.py", b"x = 1\n\0\n")
+    write(tmp_path, "latin1.py", "café = 1\n".encode("latin-1"))
+    write(tmp_path, "huge.py", "x" * 1001)
+    write(tmp_path, "exactly.py", "x" * 1000)
+    assert refusal(tmp_path / "pipe.py") == "a FIFO, not a regular file"
+    assert refusal(Path("/dev/null")) == "a character device, not a regular file"
+    assert refusal(tmp_path / "dir.py") == "a directory, not a regular file"
+    assert refusal(tmp_path / "missing.py") == "missing"
+    assert refusal(tmp_path / "blob.py") == "binary (it contains NUL bytes)"
+    assert refusal(tmp_path / "latin1.py") == "not UTF-8 (invalid continuation byte at byte 3)"
+    assert refusal(tmp_path / "huge.py") == "1001 bytes is over the 1000 byte limit"
+    assert read_text_file(tmp_path / "exactly.py", 1000) == "x" * 1000
+
+
+def test_read_text_file_keeps_line_endings_and_does_not_redact(tmp_path: Path) -> None:
+    key = "AKIA" + "Q7W2E9R4T6Y1U3I8"
+    write(tmp_path, "real.py", f'KEY = "{key}"\r\nx = 1\r\n')
+    os.symlink("real.py", tmp_path / "link.py")
+    assert read_text_file(tmp_path / "link.py", 1000) == f'KEY = "{key}"\r\nx = 1\r\n'
+
+
 def test_read_source_redacts(tmp_path: Path) -> None:
     key = "AKIA" + "Q7W2E9R4T6Y1U3I8"
     write(tmp_path, "settings.py", f'AWS_KEY = "{key}"\nDEBUG = True\n')
@@ -531,6 +583,79 @@ def test_redacts_secret_assignments_keeping_the_name(line: str, expected: str | 
 )
 def test_ordinary_code_is_untouched(line: str) -> None:
     assert redact_secrets(line) == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "api_key=sk_abc123XYZdef456ghi",
+        "API_KEY = sk_abc123XYZdef456ghi",
+        "api_key = sk_abc123XYZdef456ghi  # staging",
+        "export API_KEY=sk_abc123XYZdef456ghi",
+        "  api_key: key_9fK2mLp0Xw7vB3Yt_prod",
+        "api_key=Zq8fK2mLp0Xw9vB3Yt4n",
+        "auth_token = Zq8fK2mLp0Xw9vB3Yt4n\r",
+    ],
+)
+def test_redacts_unquoted_keys(line: str) -> None:
+    name, _, value = line.partition("=") if "=" in line else line.partition(":")
+    redacted = redact_secrets(line)
+    assert redacted.startswith(name) and REDACTED in redacted
+    assert value.split()[0] not in redacted
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "api_key = get_key()",
+        'api_key = os.environ["X"]',
+        "api_key = settings.API_KEY",
+        "token = self.next_token",
+        "password = None",
+        "token = default_token2",
+        "token_file = tokenizer_config2024v1",
+        "API_KEY = DEFAULT_API_KEY_2024",
+        "password = hunter2_hunter2_hunter2",
+    ],
+)
+def test_unquoted_names_in_code_are_untouched(line: str) -> None:
+    assert redact_secrets(line) == line
+
+
+PEM_IN_CODE = (
+    "import ssl\n"
+    'KEY = """-----BEGIN RSA PRIVATE KEY-----\n'
+    "MIIEowIBAAKCAQEA7abcDEF0123\n"
+    "MIIEowIBAAKCAQEA7ghiJKL4567\n"
+    '-----END RSA PRIVATE KEY-----"""\n'
+    'password = "Xk29fLq8ZpW3mN7v"\n'
+    "ok = 1\n"
+)
+
+
+def test_redact_around_a_cursor_inside_a_pem_block() -> None:
+    offset = PEM_IN_CODE.index("abcDEF")
+    before, after = redact_around(PEM_IN_CODE, offset)
+    assert "MIIE" not in before + after and "ghiJKL" not in after
+    assert before.endswith(f'KEY = """{REDACTED}\n{REDACTED}')
+    assert after.startswith(f'\n{REDACTED}\n{REDACTED}"""\npassword')
+
+
+def test_redact_around_a_cursor_inside_a_quoted_secret() -> None:
+    offset = PEM_IN_CODE.index("fLq8")
+    before, after = redact_around(PEM_IN_CODE, offset)
+    assert before.endswith(f'password = "{REDACTED}') and after == '"\nok = 1\n'
+
+
+def test_redact_around_agrees_with_redact_secrets_at_every_offset() -> None:
+    text = PEM_IN_CODE + f"token: {TOKENS['github classic']} # end\n"
+    redacted = redact_secrets(text)
+    for offset in range(len(text) + 1):
+        before, after = redact_around(text, offset)
+        assert before + after == redacted
+        assert before.count("\n") == text[:offset].count("\n")  # the cursor keeps its line
+        for secret in ("MIIE", "Xk29", "7v", "aB3dE5", "z5A", "PRIVATE"):
+            assert secret not in before and secret not in after
 
 
 def test_redaction_keeps_lines_and_is_idempotent() -> None:

@@ -19,6 +19,7 @@ from lsp_server.postprocess import (
     CursorContext,
     Suggestion,
     consume_auto_closed,
+    cut_control_characters,
     drop_following_lines,
     drop_repetition,
     drop_suffix_echo,
@@ -199,6 +200,31 @@ def test_keep_valid_syntax_recomputes_the_replace_range_after_a_cut() -> None:
 
 
 @pytest.mark.parametrize(
+    ("document", "raw", "expected"),
+    [
+        ("x = 1\n", "a\tb\r\nc", "a\tb\r\nc"),  # tab and line breaks are text
+        ("x = 1\n", "ab\x00cd", "ab"),
+        ("x = 1\n", "ab\x1b[0m", "ab"),
+        ("x = 1\n", "ab\x7fcd", "ab"),
+        ("x = 1\n", "ab\x9bcd", "ab"),  # C1
+        ("x = 1\n", "\x0cdef g():", ""),  # nothing before it: nothing left to show
+        ("a = 1\n\x0c\nb = 2\n", "\x0c\ndef g():", "\x0c\ndef g():"),  # a page break the file uses
+        ("s = '\x00'\n", "ab\x00cd", "ab"),  # a NUL, even one the file holds
+        ("x = 'é'\n", "ab\u00e9\u00a0cd", "ab\u00e9\u00a0cd"),  # not controls
+    ],
+)
+def test_cut_control_characters(document: str, raw: str, expected: str) -> None:
+    cursor = CursorContext.at(document, len(document), "a.py")
+    assert apply(cut_control_characters, raw, cursor).text == expected
+
+
+def test_a_nul_from_the_document_is_never_suggested() -> None:
+    cursor = context("a.py", "data = '\x00'\nname = ", "\n")
+    assert postprocess("'x\x00y'", cursor) == Suggestion("'x")
+    assert postprocess("\x00\x00\x00", cursor) is None
+
+
+@pytest.mark.parametrize(
     ("prefix", "text", "shown"),
     [
         ("return a +", " b", True),
@@ -217,6 +243,7 @@ def test_drop_trivial(prefix: str, text: str, shown: bool) -> None:
 
 def test_the_rules_run_in_the_documented_order() -> None:
     assert [rule.__name__ for rule in RULES] == [
+        "cut_control_characters",
         "limit_scope",
         "trim_trailing_space",
         "drop_repetition",

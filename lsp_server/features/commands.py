@@ -1,6 +1,8 @@
 """Commands and feedback notifications.
 
 - `coderLsp.status`: model state and request outcomes (for clients and health checks);
+- `coderLsp.showPrompt <uri> <line> <character>`: the prompt a completion there would send
+  (what reaches the model, which files), or why the file stays local;
 - `coderLsp.didAcceptCompletion <id>`: the command every inline item carries, run on accept;
 - `textDocument/didShowCompletion {item}` and
   `textDocument/didPartiallyAcceptCompletion {item, acceptedLength}`: Copilot's notification
@@ -11,9 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+
 from lsp_server.server import CoderLanguageServer
+from lsp_server.suggest import show_prompt
 
 STATUS = "coderLsp.status"
+SHOW_PROMPT = "coderLsp.showPrompt"
 ACCEPT = "coderLsp.didAcceptCompletion"
 DID_SHOW = "textDocument/didShowCompletion"
 DID_PARTIALLY_ACCEPT = "textDocument/didPartiallyAcceptCompletion"
@@ -33,6 +40,17 @@ def _suggestion_id(params: Any) -> str | None:
     return None
 
 
+def _position_args(args: tuple[Any, ...]) -> tuple[str, int, int]:
+    """[uri, line, character] (0-based, UTF-16 columns) from a command's arguments."""
+    if (
+        len(args) != 3
+        or not isinstance(args[0], str)
+        or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in args[1:])
+    ):
+        raise JsonRpcInvalidParams(f"{SHOW_PROMPT} takes [uri, line, character]")
+    return args[0], args[1], args[2]
+
+
 def register(server: CoderLanguageServer) -> None:
     """Attach command handlers."""
 
@@ -46,6 +64,11 @@ def register(server: CoderLanguageServer) -> None:
             "outcomes": dict(ls.outcomes),
             "feedback": ls.feedback.counts,
         }
+
+    @server.command(SHOW_PROMPT)
+    async def prompt(ls: CoderLanguageServer, *args: Any) -> dict[str, Any] | None:
+        uri, line, character = _position_args(args)
+        return await show_prompt(ls, uri, types.Position(line, character))
 
     @server.command(ACCEPT)
     def accepted(ls: CoderLanguageServer, *args: Any) -> None:

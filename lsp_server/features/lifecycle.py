@@ -74,6 +74,10 @@ def register(server: CoderLanguageServer) -> None:
         _report_problems(ls, ls.option_problems)
         await _load_with_progress(ls)
 
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: CoderLanguageServer, params: None) -> None:
+        ls.workspaces.close()
+
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(
         ls: CoderLanguageServer, params: types.DidChangeConfigurationParams
