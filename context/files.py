@@ -624,30 +624,56 @@ def read_text_file(path: Path, max_bytes: int) -> str:
     return _decode_source(name, _read_regular(name, max_bytes))
 
 
-def read_source(root: Path, rel_path: str, rules: FileRules) -> str | None:
-    """The redacted text of a workspace file, or None if it must not or cannot be used.
+def path_refusal(root: Path, rel_path: str, rules: FileRules) -> str | None:
+    """Why the file `rel_path` under `root` must not reach a model, judged by its path and what
+    it is on disk (not by .gitignore), or None.
 
-    None (logged at debug level) for secret paths (checked before anything is opened, also
-    for the target of a symlink), paths outside the root, and whatever `read_text_file`
-    refuses: missing or non-regular files (a FIFO is never opened), files over
-    `rules.max_bytes`, binary files and files that are not UTF-8. Line endings are kept as
-    they are on disk.
+    Refused: secret names, paths leaving the root, symlinks (anywhere in the path) that resolve
+    outside the root or to a secret path, and anything on disk that is not a regular file
+    (FIFOs, sockets, devices, directories), checked with `stat` so nothing is ever opened.
+    A path that does not exist is judged by its name alone (an unsaved buffer).
     """
     clean = normalize_rel_path(rel_path)
     if clean is None:
-        logger.debug("not reading %r: outside the workspace", rel_path)
-        return None
+        return "outside the workspace"
     if is_secret_path(clean, rules):
-        logger.debug("not reading %s: secret path", clean)
-        return None
+        return "a secret file"
+    real = _resolved(root, clean)
+    if real is None:
+        return "it links outside the workspace"
     real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, clean))
-    if real != real_root and not real.startswith(real_root + os.sep):
-        logger.debug("not reading %s: it resolves outside the workspace", clean)
-        return None
     real_rel = os.path.relpath(real, real_root).replace(os.sep, "/")
     if real_rel != clean and is_secret_path(real_rel, rules):
-        logger.debug("not reading %s: it links to the secret path %s", clean, real_rel)
+        return f"it links to the secret path {real_rel}"
+    try:
+        info = os.stat(real)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    return None
+
+
+def _resolved(root: Path, clean: str) -> str | None:
+    """The real path of `root/clean` (symlinks followed), or None if it leaves the root."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, clean))
+    return real if real.startswith(real_root + os.sep) else None
+
+
+def read_source(root: Path, rel_path: str, rules: FileRules) -> str | None:
+    """The redacted text of a workspace file, or None if it must not or cannot be used.
+
+    None (logged at debug level) for whatever `path_refusal` refuses (checked before anything
+    is opened, symlink targets included) and whatever `read_text_file` refuses: missing files,
+    files over `rules.max_bytes`, binary files and files that are not UTF-8. Line endings are
+    kept as they are on disk.
+    """
+    why = path_refusal(root, rel_path, rules)
+    clean = normalize_rel_path(rel_path)
+    real = _resolved(root, clean) if clean is not None else None
+    if why is not None or real is None:
+        logger.debug("not reading %s: %s", rel_path, why or "outside the workspace")
         return None
     try:
         text = read_text_file(Path(real), rules.max_bytes)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from context.files import (
     Stamp,
     is_secret_path,
     normalize_rel_path,
+    path_refusal,
     read_source,
     redact_secrets,
 )
@@ -38,36 +38,6 @@ Listener = Callable[[set[str]], None]
 
 DEFAULT_CACHE_CHARS = 64_000_000
 RECENT_CAPACITY = 256
-
-
-def path_refusal(root: Path, rel_path: str, rules: FileRules) -> str | None:
-    """Why the file `rel_path` under `root` must not reach a model, judged by its path and what
-    it is on disk (not by .gitignore), or None.
-
-    Refused: secret names, paths leaving the root, symlinks (anywhere in the path) that resolve
-    outside the root or to a secret path, and anything on disk that is not a regular file
-    (FIFOs, sockets, devices, directories), checked with `stat` so nothing is ever opened.
-    A path that does not exist is judged by its name alone (an unsaved buffer).
-    """
-    clean = normalize_rel_path(rel_path)
-    if clean is None:
-        return "outside the workspace"
-    if is_secret_path(clean, rules):
-        return "a secret file"
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, clean))
-    if not real.startswith(real_root + os.sep):
-        return "it links outside the workspace"
-    real_rel = os.path.relpath(real, real_root).replace(os.sep, "/")
-    if real_rel != clean and is_secret_path(real_rel, rules):
-        return f"it links to the secret path {real_rel}"
-    try:
-        info = os.stat(real)
-    except OSError:
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        return "not a regular file"
-    return None
 
 
 # A watcher batch this small is someone editing files (an editor without LSP, a formatter,

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 from lsp_server.serve_cli import add_serve_parser, run_serve
 from runtime.models import (
+    DAMAGED,
     DEFAULT_DRAFT,
     DEFAULT_PRECISION,
     DEFAULT_TARGET,
     NOT_INSTALLED,
     PRECISIONS,
+    PREPARED,
     ModelError,
     ModelStatus,
     cache_root,
@@ -36,6 +38,17 @@ def _host_port(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+def _positive_int(value: str) -> int:
+    """argparse type of a count that must be at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="no speculative decoding: neither a draft model nor prompt lookup",
     )
     complete.add_argument(
-        "--max-tokens", type=int, metavar="N", help="most tokens to generate (default: engine's)"
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="most tokens to generate (default: engine's)",
     )
     complete.add_argument(
         "--precision",
@@ -109,13 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='one object: {"verified", "edits", "reason", ...}'
     )
     fix.add_argument("--message", help="repair this problem (another tool's diagnostic)")
-    fix.add_argument("--attempts", type=int, default=2, metavar="N", help="default: %(default)s")
+    fix.add_argument(
+        "--attempts", type=_positive_int, default=2, metavar="N", help="default: %(default)s"
+    )
     fix.add_argument("--no-lookup", action="store_true", help="no prompt-lookup speculation")
     explain = commands.add_parser(
         "explain", help="explain FILE:LINE[-LINE] (1-based) in Markdown on stdout"
     )
     explain.add_argument("target", metavar="FILE:LINE[-LINE]")
-    explain.add_argument("--max-tokens", type=int, default=384, metavar="N")
+    explain.add_argument("--max-tokens", type=_positive_int, default=384, metavar="N")
     for action in (fix, explain):
         action.add_argument("--workspace", metavar="DIR", help="root for repository context")
         action.add_argument("--no-context", action="store_true", help="the current file only")
@@ -208,7 +226,7 @@ def _models(args: argparse.Namespace) -> int:
     if args.models_command == "prepare":
         names = [args.name] if args.name else [DEFAULT_TARGET, DEFAULT_DRAFT]
         for name in names:
-            prepared = prepare(name, args.precision, progress=not args.no_progress)
+            prepared = prepare(name, args.precision, progress=not args.no_progress, strict=True)
             print(f"{prepared.name}\t{prepared.precision}\t{prepared.directory}")
         return 0
     results = verify(args.name)
@@ -221,25 +239,22 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _print_table(statuses: Sequence[ModelStatus]) -> None:
+    """One row per model, or per cache directory of it (prepared or damaged), then notes on
+    what to fix."""
     rows = [("NAME", "SOURCE", "STATE", "PRECISION", "SIZE", "PATH")]
     notes = []
     for status in statuses:
-        if not status.prepared:
+        entries = [(e, PREPARED) for e in status.prepared] + [(e, DAMAGED) for e in status.damaged]
+        if not entries:
             rows.append((status.name, status.kind, status.state, "-", "-", "-"))
-        for entry in status.prepared:
+        for entry, state in entries:
             size = _human(entry.size_bytes)
             rows.append(
-                (
-                    status.name,
-                    status.kind,
-                    status.state,
-                    entry.precision,
-                    size,
-                    str(entry.directory),
-                )
+                (status.name, status.kind, state, entry.precision, size, str(entry.directory))
             )
         if status.state == NOT_INSTALLED:
             notes.append(status.detail)
+        notes += [f"{entry.directory}: {entry.problem}" for entry in status.damaged]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)] + [row[-1]]

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from context.files import FileRules, redact_around
-from context.index import WorkspaceIndex, path_refusal
+from context.files import FileRules, path_refusal, redact_around
+from context.index import WorkspaceIndex
 from context.prompt import (
     ContextPiece,
     Prompt,

@@ -68,18 +68,23 @@ class CoderProtocol(LanguageServerProtocol):
     (pygls logs it and never answers, leaving the client waiting forever), and so does a
     request after `shutdown` (InvalidRequest, as LSP says; pygls drops it silently)."""
 
+    exit_without_shutdown = False
+
     def handle_message(self, message: Any) -> None:
         """Answer requests after shutdown with InvalidRequest; pygls handles the rest."""
         if self._shutdown and isinstance(message, RPCRequest) and message.method != EXIT:
             error = JsonRpcInvalidRequest("the server is shutting down")
             self._send_response(message.id, error=error.to_response_error())
             return
+        if getattr(message, "method", None) == EXIT and not self._shutdown:
+            self.exit_without_shutdown = True
         super().handle_message(message)
 
     @property
     def exit_code(self) -> int:
-        """The process's exit code as LSP specifies: 0 after `shutdown`, else 1."""
-        return 0 if self._shutdown else 1
+        """The process's exit code: 1 after an `exit` that no `shutdown` preceded (as LSP
+        says), else 0 (a client that closed the stream is not an error of ours)."""
+        return 1 if self.exit_without_shutdown else 0
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         """Parse one JSON object of a message; answer unparseable requests with the error."""

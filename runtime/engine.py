@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from runtime import models
 from runtime.config import ModelConfig
@@ -34,6 +37,30 @@ logger = logging.getLogger(__name__)
 
 # A prompt as text pieces; special pieces are control tokens, never tokenized from text.
 PromptSegments = Sequence[tuple[str, bool]]
+
+# What opening a damaged cache directory raises: onnxruntime's load errors (InvalidProtobuf for
+# a garbled graph, Fail for weights it cannot read, ...), and OSError / ValueError from files
+# such as tokenizer.json.
+_LOAD_ERRORS: tuple[type[Exception], ...] = (
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidGraph,
+    ort_errors.InvalidProtobuf,
+    ort_errors.NoModel,
+    ort_errors.NoSuchFile,
+    ort_errors.RuntimeException,
+    OSError,
+    ValueError,
+)
+
+
+@contextlib.contextmanager
+def _loading(prepared: models.PreparedModel) -> Iterator[None]:
+    """Turn a failure to open the files of `prepared` into a ModelError saying how to rebuild."""
+    try:
+        yield
+    except _LOAD_ERRORS as exc:
+        raise prepared.load_error(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -155,14 +182,17 @@ class LocalEngine(TokenizingEngine):
         session_options = SessionOptions(
             provider=options.provider, threads=options.threads, spin_after_run=draft_name is None
         )
-        session = create_session(prepared.onnx_path, session_options)
-        tokenizer = QwenTokenizer.load(prepared.directory)
-        min_rows = exact_min_rows(session, prepared.directory) if options.consistent_numerics else 1
+        with _loading(prepared):
+            session = create_session(prepared.onnx_path, session_options)
+            tokenizer = QwenTokenizer.load(prepared.directory)
+            numerics = options.consistent_numerics
+            min_rows = exact_min_rows(session, prepared.directory) if numerics else 1
         runner = ModelRunner(session, prepared.config, min_rows=min_rows)
         draft = None
         if draft_name is not None:
             draft_prepared = models.prepare(draft_name, options.precision, progress)
-            draft_session = create_session(draft_prepared.onnx_path, session_options)
+            with _loading(draft_prepared):
+                draft_session = create_session(draft_prepared.onnx_path, session_options)
             draft = ModelRunner(draft_session, draft_prepared.config)
         logger.info("model %s ready in %.2f s", options.model, time.monotonic() - started)
         device = device_of(session.get_providers())

@@ -14,7 +14,8 @@ Cache layout (root: `$CODER_LSP_CACHE`, else `$XDG_CACHE_HOME/coder-lsp`, else
     onnx/<name>-<precision>-<sha12>/       model.onnx, model.onnx.data, config.json,
                                            tokenizer.json, manifest.json (written last)
     locks/*.lock                           fcntl locks: one process prepares a given file at a time
-    hashes.json                            sha256 of local sources, keyed by path, size and mtime
+    hashes.json                            sha256 of local sources and of cached ONNX files,
+                                           keyed by path, size, mtime and inode
 
 `<sha12>` is the start of the source's sha256: for a GGUF the sha256 of the file; for an HF
 directory the sha256 of the lines "<file name> <sha256 of the file>\n" over its top-level *.json
@@ -24,6 +25,11 @@ its cache entry; the per-file hashes are memoised in hashes.json, so repeat call
 Everything is built in a `.partial-*` sibling of its target and moved into place with
 `os.replace`; an ONNX directory only loads when its manifest.json exists and every file it lists
 has the recorded size, so an interrupted conversion leaves nothing that loads.
+
+The manifest also records the sha256 of every file, taken at conversion. `verify` and
+`coder-lsp models prepare` (strict) hash every file again; loading and listing trust the hash
+memo (hashes.json) while a file's size, mtime and inode are unchanged, and hash it otherwise
+(hashing the 1.5B w8a8 directory, 2 GB, takes ~1.7 s: too slow for every load).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import sys
 import time
@@ -77,10 +84,15 @@ DEFAULT_PRECISION = machine_precision()
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 REQUIRED_FILES = ("model.onnx", "config.json", "tokenizer.json")
+FILE_HASHES = "files_sha256"  # manifest key: {file name: sha256}, absent in older manifests
+NO_FILE_HASHES = "its manifest records no sha256 of its files (an older coder-lsp wrote it)"
 HF_DIR_HASH_SCHEME = "sha256 of '<name> <sha256>\\n' over sorted top-level *.json, *.safetensors"
 
 _PARTIAL = ".partial-"
 _IO_CHUNK = 8 * 1024 * 1024
+# A cached file's hash is memoised only once its mtime is this old: a same-size rewrite within
+# the filesystem's timestamp granularity would otherwise keep the memoised (size, mtime).
+_SETTLE_NS = 2_000_000_000
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
@@ -226,10 +238,22 @@ class PreparedModel:
         """Weight precision of the converted graph: int4, int8 or fp32."""
         return str(self.manifest["precision"])
 
+    def load_error(self, exc: Exception) -> ModelError:
+        """The error to raise when this directory's files fail to load (`exc`): names the
+        directory and the command that rebuilds it."""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ModelError(
+            f"model {self.name}: cannot load the cached model in {self.directory} "
+            f"({type(exc).__name__}: {reason}); rebuild it with "
+            f"`{_prepare_command(self.name, self.manifest)}` "
+            f"(it checks every file and converts the model again if one is damaged)"
+        )
+
 
 @dataclass(frozen=True)
 class CachedModel:
-    """One valid ONNX directory in the cache."""
+    """One ONNX directory in the cache with a valid manifest; `problem` says why it is damaged
+    (with the command that rebuilds it), empty when it is usable."""
 
     name: str
     kind: str
@@ -238,11 +262,13 @@ class CachedModel:
     directory: Path
     size_bytes: int
     source_sha256: str
+    problem: str = ""
 
 
 NOT_INSTALLED = "not installed"
 INSTALLED = "installed"
 PREPARED = "prepared"
+DAMAGED = "damaged"
 
 
 @dataclass(frozen=True)
@@ -251,9 +277,10 @@ class ModelStatus:
 
     name: str
     kind: str
-    state: str  # NOT_INSTALLED, INSTALLED or PREPARED
+    state: str  # NOT_INSTALLED, INSTALLED, PREPARED or DAMAGED (only damaged directories)
     detail: str
     prepared: tuple[CachedModel, ...] = ()
+    damaged: tuple[CachedModel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -349,9 +376,18 @@ class ModelRegistry:
     # ----------------------------------------------------------------- public API
 
     def prepare(
-        self, name: str, precision: str = DEFAULT_PRECISION, progress: bool = True
+        self,
+        name: str,
+        precision: str = DEFAULT_PRECISION,
+        progress: bool = True,
+        strict: bool = False,
     ) -> PreparedModel:
-        """The ONNX directory of `name` at `precision`, assembling and converting it if needed."""
+        """The ONNX directory of `name` at `precision`, assembling and converting it if needed.
+
+        A cached directory whose files differ from its manifest (size or sha256) is converted
+        again. `strict` (what `coder-lsp models prepare` does) hashes every file instead of
+        trusting the hash memo, and also converts again a directory whose manifest has no hashes.
+        """
         if precision not in PRECISIONS:
             raise ModelError(
                 f"model {name}: unknown precision {precision!r}; choose one of {PRECISIONS}"
@@ -359,16 +395,18 @@ class ModelRegistry:
         source = self._resolve(name)
         sha = self._source_sha256(source, progress)
         final = self._onnx_dir(source.name, precision, sha)
-        prepared = _load_prepared(final)
-        if prepared is not None:
+        prepared = self._open_cached(final, strict)
+        if isinstance(prepared, PreparedModel):
             logger.info("model %s (%s) loaded from cache %s", name, precision, final)
             return prepared
 
         self._sweep_partials()
         with self._lock(f"onnx-{final.name}", f"{name} ({precision})"):
-            prepared = _load_prepared(final)  # another process may have finished it meanwhile
-            if prepared is not None:
+            prepared = self._open_cached(final, strict)  # another process may have rebuilt it
+            if isinstance(prepared, PreparedModel):
                 return prepared
+            if final.exists():
+                logger.warning("%s: %s; converting it again", final, prepared)
             if source.embedded is not None:
                 path = self._assemble(source.embedded, progress)
             else:
@@ -392,18 +430,21 @@ class ModelRegistry:
         statuses = []
         for model in self.embedded.values():
             missing = self._missing_parts(model)
-            mine = tuple(c for c in cached.pop(model.name, []) if c.source_sha256 == model.sha256)
-            if mine:
+            mine = [c for c in cached.pop(model.name, []) if c.source_sha256 == model.sha256]
+            good, bad = _split_damaged(mine)
+            if good:
                 state, detail = PREPARED, model.description
+            elif bad:
+                state, detail = DAMAGED, bad[0].problem
             elif missing:
                 state, detail = NOT_INSTALLED, missing
             else:
                 state, detail = INSTALLED, model.description
-            statuses.append(ModelStatus(model.name, "embedded", state, detail, mine))
+            statuses.append(ModelStatus(model.name, "embedded", state, detail, good, bad))
         for name, entries in sorted(cached.items()):
-            statuses.append(
-                ModelStatus(name, entries[0].kind, PREPARED, entries[0].location, tuple(entries))
-            )
+            good, bad = _split_damaged(entries)
+            state, detail = (PREPARED, entries[0].location) if good else (DAMAGED, bad[0].problem)
+            statuses.append(ModelStatus(name, entries[0].kind, state, detail, good, bad))
         return statuses
 
     def verify(self, name: str | None = None) -> list[VerifyResult]:
@@ -481,8 +522,9 @@ class ModelRegistry:
         lines = "".join(f"{p.name} {self._file_sha256(p, progress, fresh)}\n" for p in files)
         return hashlib.sha256(lines.encode()).hexdigest()
 
-    def _file_sha256(self, path: Path, progress: bool, fresh: bool) -> str:
-        """sha256 of a local file, memoised in hashes.json by path, size, mtime and inode."""
+    def _file_sha256(self, path: Path, progress: bool, fresh: bool, settle_ns: int = 0) -> str:
+        """sha256 of a local file, memoised in hashes.json by path, size, mtime and inode
+        (only once its mtime is `settle_ns` old; `fresh`: hash it even if memoised)."""
         path = path.resolve()
         st = path.stat()
         key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
@@ -493,11 +535,22 @@ class ModelRegistry:
             if isinstance(known, dict) and all(known.get(k) == v for k, v in key.items()):
                 return str(known["sha256"])
         sha = _hash_files([path], f"hashing {path.name}", progress)[0]
+        if time.time_ns() - st.st_mtime_ns < settle_ns:
+            return sha
         with self._lock("hashes", "the hash memo"):
-            memo = _read_json(memo_path) or {}
+            memo = self._live_memo(_read_json(memo_path) or {})
             memo[str(path)] = {**key, "sha256": sha}
             _write_json_atomic(memo_path, memo)
         return sha
+
+    def _live_memo(self, memo: dict[str, Any]) -> dict[str, Any]:
+        """`memo` without the entries of cached ONNX files that no longer exist."""
+        onnx = (self.root / "onnx").resolve()
+        return {
+            path: entry
+            for path, entry in memo.items()
+            if not Path(path).is_relative_to(onnx) or Path(path).exists()
+        }
 
     # ----------------------------------------------------------------- embedded models
 
@@ -645,12 +698,7 @@ class ModelRegistry:
                 config = ModelConfig.load(tmp / "config.json")
             except (ValueError, TypeError) as exc:
                 raise ModelError(f"model {source.name}: unreadable config.json: {exc}") from exc
-            files = {}
-            for file in sorted(tmp.iterdir()):
-                if file.is_file():
-                    with open(file, "rb") as f:
-                        os.fsync(f.fileno())
-                    files[file.name] = file.stat().st_size
+            files, hashes = _sizes_and_hashes(tmp, f"hashing {source.name}", progress)
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "name": source.name,
@@ -666,6 +714,7 @@ class ModelRegistry:
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "conversion_seconds": round(time.monotonic() - start, 1),
                 "files": files,
+                FILE_HASHES: hashes,
             }
             _write_json_atomic(tmp / MANIFEST_NAME, manifest)  # last: it marks the dir complete
             if final.exists():  # a damaged or manifest-less leftover: move it aside, then delete
@@ -680,25 +729,69 @@ class ModelRegistry:
         logger.info("prepared %s in %.1f s", final, time.monotonic() - start)
         return PreparedModel(source.name, final, manifest, config)
 
+    def _open_cached(self, directory: Path, strict: bool) -> PreparedModel | str:
+        """The prepared model in `directory`, or why it cannot be used. Its files must have the
+        sizes and sha256 its manifest records (hashed afresh when `strict`, else through the
+        memo); `strict` also refuses a manifest without hashes."""
+        manifest = _read_json(directory / MANIFEST_NAME)
+        problem = _check_dir(directory, manifest)
+        if problem is not None:
+            return problem
+        assert manifest is not None
+        if strict and FILE_HASHES not in manifest:
+            return NO_FILE_HASHES
+        problem = self._content_problem(directory, manifest, fresh=strict)
+        if problem is not None:
+            return problem
+        try:
+            config = ModelConfig.load(directory / "config.json")
+        except (OSError, ValueError, TypeError) as exc:
+            return f"unreadable config.json: {exc}"
+        return PreparedModel(str(manifest["name"]), directory, manifest, config)
+
+    def _content_problem(
+        self, directory: Path, manifest: dict[str, Any], fresh: bool
+    ) -> str | None:
+        """Which files differ from the sha256 recorded at conversion (None: none, or no hashes
+        recorded); `fresh` hashes every file, else the memo answers for unchanged files."""
+        hashes = manifest.get(FILE_HASHES) or {}
+        damaged = [
+            name
+            for name, expected in sorted(hashes.items())
+            if self._file_sha256(directory / name, False, fresh, _SETTLE_NS) != expected
+        ]
+        if not damaged:
+            return None
+        verb = "does" if len(damaged) == 1 else "do"
+        return f"damaged: {', '.join(damaged)} {verb} not match the sha256 recorded at conversion"
+
     def _cached_models(self) -> Iterator[CachedModel]:
+        """Every cache directory with a valid manifest, usable or damaged."""
         onnx = self.root / "onnx"
         if not onnx.is_dir():
             return
         for directory in sorted(onnx.iterdir()):
             if directory.name.startswith(_PARTIAL) or not directory.is_dir():
                 continue
-            prepared = _load_prepared(directory)
-            if prepared is None:
-                continue
-            src = prepared.manifest["source"]
+            manifest = _read_json(directory / MANIFEST_NAME)
+            if manifest is None or _manifest_problem(manifest) is not None:
+                continue  # an interrupted or foreign directory, not a cache entry
+            opened = self._open_cached(directory, strict=False)
+            problem = "" if isinstance(opened, PreparedModel) else opened
+            src = manifest["source"]
             yield CachedModel(
-                name=prepared.name,
+                name=str(manifest["name"]),
                 kind=str(src["kind"]),
                 location=str(src["location"]),
-                precision=prepared.precision,
+                precision=str(manifest["precision"]),
                 directory=directory,
-                size_bytes=sum(prepared.manifest["files"].values()),
+                size_bytes=sum(manifest["files"].values()),
                 source_sha256=str(src["sha256"]),
+                problem=(
+                    f"{problem}; rebuild it with `{_prepare_command(manifest['name'], manifest)}`"
+                    if problem
+                    else ""
+                ),
             )
 
     def _verify_onnx_dirs(
@@ -715,28 +808,36 @@ class ModelRegistry:
             name = str(manifest["name"]) if manifest else directory.name.rsplit("-", 3)[0]
             if not wanted(name):
                 continue
-            problem = _check_dir(directory, manifest)
-            if (
-                problem is None
-                and manifest
-                and source_sha
-                and manifest["source"]["sha256"] != source_sha
-            ):
-                problem = "built from another version of the source; it is no longer used"
-            if problem:
-                results.append(
-                    VerifyResult(
-                        name,
-                        str(directory),
-                        False,
-                        f"{problem}; delete it or run `coder-lsp models prepare {name}`",
-                    )
-                )
-            else:
-                results.append(
-                    VerifyResult(name, str(directory), True, "manifest and file sizes match")
-                )
+            results.append(self._verify_onnx_dir(directory, name, manifest, source_sha))
         return results
+
+    def _verify_onnx_dir(
+        self,
+        directory: Path,
+        name: str,
+        manifest: dict[str, Any] | None,
+        source_sha: str | None,
+    ) -> VerifyResult:
+        """Check one ONNX directory: manifest, file sizes and (hashed afresh) file contents."""
+        problem = _check_dir(directory, manifest)
+        if problem is None:
+            assert manifest is not None
+            problem = self._content_problem(directory, manifest, fresh=True)
+            if problem is None and source_sha and manifest["source"]["sha256"] != source_sha:
+                problem = "built from another version of the source; it is no longer used"
+        fix = f"`{_prepare_command(name, manifest)}`"
+        if problem:
+            return VerifyResult(name, str(directory), False, f"{problem}; rebuild it with {fix}")
+        assert manifest is not None
+        if FILE_HASHES not in manifest:
+            return VerifyResult(
+                name,
+                str(directory),
+                True,
+                f"file sizes match, content not checked: {NO_FILE_HASHES}; {fix} rebuilds it "
+                "with them",
+            )
+        return VerifyResult(name, str(directory), True, "file sizes and sha256 match the manifest")
 
     # ----------------------------------------------------------------- locks and leftovers
 
@@ -790,9 +891,12 @@ def list_models() -> list[ModelStatus]:
     return ModelRegistry().list_models()
 
 
-def prepare(name: str, precision: str = DEFAULT_PRECISION, progress: bool = True) -> PreparedModel:
-    """Assemble and convert `name` if needed; a second call loads it from the cache."""
-    return ModelRegistry().prepare(name, precision, progress)
+def prepare(
+    name: str, precision: str = DEFAULT_PRECISION, progress: bool = True, strict: bool = False
+) -> PreparedModel:
+    """Assemble and convert `name` if needed; a second call loads it from the cache (`strict`:
+    after hashing every file, see `ModelRegistry.prepare`)."""
+    return ModelRegistry().prepare(name, precision, progress, strict)
 
 
 def assemble(name: str, progress: bool = True) -> Path:
@@ -902,29 +1006,51 @@ def _progress_bar(enabled: bool, desc: str, unit: str, total: int | None = None)
         yield bar
 
 
-def _load_prepared(directory: Path) -> PreparedModel | None:
-    """The prepared model in `directory`, or None unless its manifest and file sizes check out."""
-    manifest = _read_json(directory / MANIFEST_NAME)
-    problem = _check_dir(directory, manifest)
-    if problem is not None:
-        if directory.exists():
-            logger.info("ignoring %s: %s", directory, problem)
-        return None
-    assert manifest is not None
-    try:
-        config = ModelConfig.load(directory / "config.json")
-    except (OSError, ValueError, TypeError) as exc:
-        logger.warning("ignoring %s: unreadable config.json: %s", directory, exc)
-        return None
-    return PreparedModel(str(manifest["name"]), directory, manifest, config)
+def _sizes_and_hashes(
+    directory: Path, desc: str, progress: bool
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Size and sha256 of every file in `directory` (each fsynced first), by file name."""
+    paths = sorted(p for p in directory.iterdir() if p.is_file())
+    for path in paths:
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    hashes = _hash_files(paths, desc, progress)
+    return (
+        {p.name: p.stat().st_size for p in paths},
+        {p.name: h for p, h in zip(paths, hashes, strict=True)},
+    )
+
+
+def _split_damaged(
+    entries: Sequence[CachedModel],
+) -> tuple[tuple[CachedModel, ...], tuple[CachedModel, ...]]:
+    """(usable, damaged) cache entries."""
+    return tuple(e for e in entries if not e.problem), tuple(e for e in entries if e.problem)
+
+
+def _prepare_command(name: str, manifest: dict[str, Any] | None) -> str:
+    """The `coder-lsp models prepare` command that rebuilds the directory of `manifest`."""
+    if manifest is None or _manifest_problem(manifest) is not None:
+        return f"coder-lsp models prepare {shlex.quote(name)}"
+    source = manifest["source"]
+    target = name if source["kind"] == "embedded" else str(source["location"])
+    command = f"coder-lsp models prepare {shlex.quote(target)}"
+    if manifest["precision"] != DEFAULT_PRECISION:
+        command += f" --precision {manifest['precision']}"
+    return command
 
 
 def _check_dir(directory: Path, manifest: dict[str, Any] | None) -> str | None:
-    """Why `directory` is not a complete ONNX directory, or None when it is."""
+    """Why `directory` is not a complete ONNX directory (files and sizes), or None when it is."""
     if not directory.is_dir():
         return "missing"
     if manifest is None:
         return "incomplete (no readable manifest.json)"
+    return _manifest_problem(manifest) or _files_problem(directory, manifest)
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """Why `manifest` is not one this version reads, or None."""
     files = manifest.get("files")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
         return f"manifest.json of an unknown format {manifest.get('format')!r}"
@@ -937,7 +1063,15 @@ def _check_dir(directory: Path, manifest: dict[str, Any] | None) -> str | None:
     for required in REQUIRED_FILES:
         if required not in files:
             return f"manifest lists no {required}"
-    for file_name, size in files.items():
+    hashes = manifest.get(FILE_HASHES, files)  # absent: written before hashes were recorded
+    if not isinstance(hashes, dict) or set(hashes) != set(files):
+        return f"manifest.json has a {FILE_HASHES} that does not cover its files"
+    return None
+
+
+def _files_problem(directory: Path, manifest: dict[str, Any]) -> str | None:
+    """The first file of the manifest that is missing or has another size, or None."""
+    for file_name, size in manifest["files"].items():
         path = directory / file_name
         if not path.is_file():
             return f"{file_name} is missing"

@@ -26,10 +26,12 @@ import pytest
 from lsp_server.cli import build_parser, main
 from runtime.config import GRAPH_FORMAT, ModelConfig
 from runtime.models import (
+    DAMAGED,
     DEFAULT_DRAFT,
     DEFAULT_PRECISION,
     DEFAULT_TARGET,
     EMBEDDED_MODELS,
+    FILE_HASHES,
     INSTALLED,
     MANIFEST_NAME,
     NOT_INSTALLED,
@@ -392,6 +394,10 @@ def test_manifest_fields(tmp_path: Path, model: EmbeddedModel) -> None:
     }
     assert manifest["files"] == on_disk
     assert set(on_disk) == {"model.onnx", "model.onnx.data", "config.json", "tokenizer.json"}
+    assert manifest[FILE_HASHES] == {
+        name: hashlib.sha256((prepared.directory / name).read_bytes()).hexdigest()
+        for name in on_disk
+    }
 
 
 def test_interrupted_conversion_leaves_nothing_that_loads(
@@ -470,7 +476,7 @@ def test_file_size_mismatch_is_rebuilt(tmp_path: Path, model: EmbeddedModel) -> 
     data = prepared.directory / "model.onnx.data"
     data.write_bytes(data.read_bytes()[:-10])
 
-    assert registry.list_models()[0].state == INSTALLED
+    assert registry.list_models()[0].state == DAMAGED
     [bad] = [r for r in registry.verify(model.name) if not r.ok]
     assert bad.item == str(prepared.directory)
     assert "model.onnx.data has" in bad.message
@@ -639,6 +645,192 @@ def test_verify_finds_damage(tmp_path: Path, site: Path, model: EmbeddedModel) -
             / f"{model.name}-{DEFAULT_PRECISION}-g{GRAPH_FORMAT}-{model.sha256[:12]}"
         )
     ].ok
+
+
+# --------------------------------------------------------------------------- content hashes
+
+
+def strip_file_hashes(directory: Path) -> None:
+    """Make `directory`'s manifest look like one written before per-file hashes existed."""
+    manifest_path = directory / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    del manifest[FILE_HASHES]
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_same_size_corruption_is_rebuilt_at_load(tmp_path: Path, model: EmbeddedModel) -> None:
+    exporter = FakeExporter()
+    registry = registry_for(tmp_path, model, exporter=exporter)
+    prepared = registry.prepare(model.name, progress=False)
+    data = prepared.directory / "model.onnx.data"
+    original = data.read_bytes()
+    flip_byte(data, 2000)
+
+    [status] = registry.list_models()
+    assert status.state == DAMAGED
+    assert status.prepared == ()
+    [entry] = status.damaged
+    assert entry.directory == prepared.directory
+    assert entry.problem == (
+        "damaged: model.onnx.data does not match the sha256 recorded at conversion; "
+        f"rebuild it with `coder-lsp models prepare {model.name}`"
+    )
+
+    assert registry.prepare(model.name, progress=False).directory == prepared.directory
+    assert len(exporter.calls) == 2
+    assert data.read_bytes() == original
+    assert registry.list_models()[0].state == PREPARED
+
+
+def test_load_trusts_the_hash_memo_and_verify_does_not(
+    tmp_path: Path, model: EmbeddedModel
+) -> None:
+    exporter = FakeExporter()
+    registry = registry_for(tmp_path, model, exporter=exporter)
+    directory = registry.prepare(model.name, progress=False).directory
+    data = directory / "model.onnx.data"
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    for file in directory.iterdir():  # settled files: their hashes are memoised
+        os.utime(file, ns=(an_hour_ago, an_hour_ago))
+    registry.prepare(model.name, progress=False)
+    memo = json.loads((registry.root / "hashes.json").read_text())
+    assert memo[str(data.resolve())]["mtime_ns"] == an_hour_ago
+
+    flip_byte(data, 10)  # damage that keeps size, inode and mtime (bit rot)
+    os.utime(data, ns=(an_hour_ago, an_hour_ago))
+    registry.prepare(model.name, progress=False)  # a load only stats the files
+    assert len(exporter.calls) == 1
+
+    [bad] = [r for r in registry.verify(model.name) if not r.ok]
+    assert bad.item == str(directory)
+    assert "model.onnx.data does not match the sha256" in bad.message
+    registry.prepare(model.name, progress=False, strict=True)  # `coder-lsp models prepare`
+    assert len(exporter.calls) == 2
+    assert all(r.ok for r in registry.verify(model.name))
+
+
+def test_directory_without_file_hashes(tmp_path: Path, model: EmbeddedModel) -> None:
+    exporter = FakeExporter()
+    registry = registry_for(tmp_path, model, exporter=exporter)
+    directory = registry.prepare(model.name, progress=False).directory
+    strip_file_hashes(directory)
+
+    result = registry.verify(model.name)[-1]
+    assert (result.item, result.ok) == (str(directory), True)
+    assert result.message == (
+        "file sizes match, content not checked: its manifest records no sha256 of its files "
+        f"(an older coder-lsp wrote it); `coder-lsp models prepare {model.name}` rebuilds it "
+        "with them"
+    )
+    assert registry.list_models()[0].state == PREPARED
+    assert registry.prepare(model.name, progress=False).directory == directory  # loads as is
+    assert len(exporter.calls) == 1
+
+    registry.prepare(model.name, progress=False, strict=True)
+    assert len(exporter.calls) == 2
+    assert FILE_HASHES in json.loads((directory / MANIFEST_NAME).read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(
+    tiny_checkpoint: Path, qwen_tokenizer, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny random Qwen2 of conftest as a complete Hugging Face directory."""
+    directory = tmp_path_factory.mktemp("tiny-hf") / "tiny-coder"
+    shutil.copytree(tiny_checkpoint, directory)
+    qwen_tokenizer.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding `tiny_hf` really converted at fp32; tests damage copies of it."""
+    root = tmp_path_factory.mktemp("tiny-cache") / "cache"
+    ModelRegistry(root=root).prepare(str(tiny_hf), "fp32", progress=False)
+    return root
+
+
+def copy_of_cache(tiny_cache: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of `tiny_cache`: its root and its one ONNX directory."""
+    root = Path(shutil.copytree(tiny_cache, tmp_path / "cache"))
+    [directory] = (root / "onnx").iterdir()
+    return root, directory
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m lsp_server ARGS` with the cache at `root`."""
+    env = {**os.environ, "CODER_LSP_CACHE": str(root)}
+    command = [sys.executable, "-m", "lsp_server", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def test_cli_verify_list_and_prepare_catch_a_same_size_corruption(
+    tiny_hf: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    root, directory = copy_of_cache(tiny_cache, tmp_path)
+    data = directory / "model.onnx.data"
+    original = data.read_bytes()
+    for offset in (4096, len(original) // 2, len(original) - 100):
+        flip_byte(data, offset)
+    fix = f"coder-lsp models prepare {tiny_hf} --precision fp32"
+
+    verify = run_cli(root, "models", "verify", str(tiny_hf))
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    [failed] = [line for line in verify.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == (
+        f"FAIL tiny-coder  {directory}: damaged: model.onnx.data does not match the sha256 "
+        f"recorded at conversion; rebuild it with `{fix}`"
+    )
+
+    listing = run_cli(root, "models", "list")
+    assert listing.returncode == 0, listing.stderr
+    [row] = [line.split() for line in listing.stdout.splitlines() if line.startswith("tiny-coder")]
+    assert row[:4] == ["tiny-coder", "hf_dir", DAMAGED, "fp32"]
+    assert f"{directory}: damaged: model.onnx.data" in listing.stdout
+
+    prepare = run_cli(root, "models", "prepare", str(tiny_hf), "--precision", "fp32")
+    assert prepare.returncode == 0, prepare.stderr
+    assert prepare.stdout.split() == ["tiny-coder", "fp32", str(directory)]
+    assert "converting it again" in prepare.stderr
+    assert data.read_bytes() == original
+    verify = run_cli(root, "models", "verify", str(tiny_hf))
+    assert verify.returncode == 0, verify.stdout
+    assert "file sizes and sha256 match the manifest" in verify.stdout
+
+
+def test_cli_complete_reports_a_graph_that_does_not_load(
+    tiny_hf: Path, tiny_cache: Path, tmp_path: Path
+) -> None:
+    root, directory = copy_of_cache(tiny_cache, tmp_path)
+    strip_file_hashes(directory)  # written by an older coder-lsp: nothing to check it against
+    graph = directory / "model.onnx"
+    original = graph.read_bytes()
+    flip_byte(graph, 0)  # the first field's tag: no longer a protobuf
+    source = tmp_path / "a.py"
+    source.write_text("def one():\n    return 1\n")
+    fix = f"coder-lsp models prepare {tiny_hf} --precision fp32"
+
+    complete = run_cli(
+        root,
+        *("complete", f"{source}:2:5", "--model", str(tiny_hf), "--precision", "fp32"),
+        *("--no-draft", "--no-context", "--max-tokens", "2"),
+    )
+    assert complete.returncode == 1
+    assert "Traceback" not in complete.stderr
+    [error] = [line for line in complete.stderr.splitlines() if "error:" in line]
+    assert error.startswith(
+        f"coder-lsp: error: model tiny-coder: cannot load the cached model in {directory} "
+        "(InvalidProtobuf: "
+    )
+    assert error.endswith(
+        f"rebuild it with `{fix}` (it checks every file and converts the model again if one "
+        "is damaged)"
+    )
+
+    prepare = run_cli(root, "models", "prepare", str(tiny_hf), "--precision", "fp32")
+    assert prepare.returncode == 0, prepare.stderr
+    assert graph.read_bytes() == original
+    assert FILE_HASHES in json.loads((directory / MANIFEST_NAME).read_text())
 
 
 # --------------------------------------------------------------------------- the real table
