@@ -1,18 +1,33 @@
-"""Does repository context help? Exact match on holes that call another module's function.
+"""Does repository context earn its tokens? Holes in real packages, per prompt variant.
 
-    python -m bench.repo_quality [--packages jinja2,click,git] [--holes 40] [--model NAME]
+    python -m bench.repo_quality [--packages httpx,click,git,pygls,cattrs,starlette]
+        [--holes 150] [--variants in-file,repo,defs,defs-512] [--model NAME] [--limit N]
 
-Holes are punched in real multi-file packages that we did not write (installed ones, copied
-into a scratch workspace): in a line that calls a function the file imports from a sibling
-module, everything from the function's name to the end of the line is removed. Each hole is
-completed twice through the full pipeline (prompt + engine + post-processing): with repository
-context and with `--no-context`; exact match compares the completion's first line with the
-removed text (whitespace at the ends ignored).
+Holes are punched in real multi-file packages we did not write (installed ones, copied into a
+scratch workspace each): a line is cut from a name to its end. Cross-file holes cut at a name
+defined at the top level of another module of the package, used as imported (`from .m import
+name`, then `name`) or through an imported module (`m.name`); in-file holes cut, in lines that
+use no such name, at a call of a function defined in the same file. Every hole is completed
+through the real pipeline (`CompletionPipeline`: prompt, engine, post-processing), each request
+cold (no KV cache kept), under each variant:
+
+* `in-file`: `--no-context`;
+* `repo`: repository context without the cursor (ranked files, outlined);
+* `defs`: repository context with the cursor: the definitions the code at the cursor uses
+  first, then outlines (`context.definitions`); `defs-512` / `defs-256`: the same with a
+  smaller repository budget.
+
+Reported per variant: exact match of the first line (whitespace at the ends ignored) and edit
+similarity (difflib ratio) on cross-file and in-file holes; for cross-file holes, recall of the
+defining file (a file defining the name is among the prompt's files) and of the definition (its
+`def`/`class`/assignment is in the repository part of the prompt); mean prompt tokens and the
+ratio to the in-file prompt's; median cold latency.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import logging
 import re
@@ -20,60 +35,179 @@ import shutil
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.sources import module_path
-from context.imports import WorkspaceLayout, extract_imports, resolve_imports
-from context.prompt import PromptLayout
-from lsp_server.pipeline import CompletionPipeline
+import tree_sitter
+
+from bench.sources import module_path, round_robin
+from context import parsing
+from context.imports import WorkspaceLayout, extract_imports, python_module_file
+from context.index import WorkspaceIndex
+from context.prompt import ContextPiece, PromptBudget, PromptLayout, TokenCounter
+from context.repo import RepoContext
+from lsp_server.pipeline import Completion, CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 
 logger = logging.getLogger(__name__)
+
+PACKAGES = "httpx,click,git,pygls,cattrs,starlette"
+VARIANTS = ("in-file", "repo", "defs", "defs-512")
+PER_FILE = 3  # holes of one kind sampled per file at most
+_TOP_LEVEL = re.compile(
+    r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=", re.MULTILINE
+)
 
 
 @dataclass(frozen=True)
 class Hole:
     """One removed span: the file, where the hole starts and the text that was there."""
 
+    package: str
     path: Path
     text: str  # the file with the span removed
     offset: int
     expected: str
+    kind: str  # "cross-file" or "in-file"
+    name: str  # the name the hole starts with
+    defined_in: tuple[str, ...] = ()  # workspace files defining it at the top level (cross)
 
 
-def find_holes(workspace: Path) -> list[Hole]:
-    """Every call, in every file, of a function the file imports from a sibling module."""
+# ---------------------------------------------------------------------------------------------
+# Holes
+
+
+def top_level_names(text: str) -> set[str]:
+    """Names a Python file defines at the top level (def, class, assignment)."""
+    return {a or b for a, b in _TOP_LEVEL.findall(text)}
+
+
+def find_holes(workspace: Path, package: str) -> list[Hole]:
+    """Cross-file and in-file holes in every file of one package workspace."""
     files = sorted(p.relative_to(workspace).as_posix() for p in workspace.rglob("*.py"))
+    texts = {rel: (workspace / rel).read_text(encoding="utf-8", errors="replace") for rel in files}
+    defines = {rel: top_level_names(text) for rel, text in texts.items()}
     layout = WorkspaceLayout(files)
-    holes = []
-    for rel in files:
-        text = (workspace / rel).read_text(encoding="utf-8", errors="replace")
-        defined_elsewhere = set()
-        refs = extract_imports(rel, text)
-        for ref in refs:
-            targets = resolve_imports(rel, [ref], layout)
-            for target in targets:
-                target_text = (workspace / target).read_text(encoding="utf-8", errors="replace")
-                for name in ref.names:
-                    if re.search(rf"^\s*def {re.escape(name)}\(", target_text, re.MULTILINE):
-                        defined_elsewhere.add(name)
-        if not defined_elsewhere:
-            continue
-        body_start = _first_body_line(text)
-        pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(defined_elsewhere))) + r")\(")
-        position = 0
-        for line in text.splitlines(keepends=True):
-            stripped = line.rstrip("\n")
-            match = pattern.search(stripped)
-            if position >= body_start and match and not stripped.lstrip().startswith(("#", "def ")):
-                start = position + match.start()
-                end = position + len(stripped)
-                expected = text[start:end]
-                if 4 <= len(expected.strip()) <= 80:
-                    holes.append(Hole(workspace / rel, text[:start] + text[end:], start, expected))
-            position += len(line)
+    holes: list[Hole] = []
+    for rel, text in texts.items():
+        names, modules = _imported(rel, text, layout, defines)
+        holes += _holes_in(workspace, package, rel, text, names, modules, defines)
     return holes
+
+
+def _imported(
+    rel: str, text: str, layout: WorkspaceLayout, defines: dict[str, set[str]]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Names a file imports from other package files that define them (name -> defining
+    files), and package modules it imports whole (local name -> file)."""
+    names: dict[str, tuple[str, ...]] = {}
+    modules: dict[str, str] = {}
+    for ref in extract_imports(rel, text):
+        if ref.kind != "from":
+            continue
+        prefix = f"{ref.module}." if ref.module else ""
+        for name in ref.names:
+            submodule = python_module_file(rel, prefix + name, ref.level, layout)
+            if submodule is not None and submodule != rel:
+                modules[name] = submodule
+                continue
+            defining = tuple(sorted(p for p, found in defines.items() if name in found))
+            if defining and rel not in defining:
+                names[name] = defining
+    return names, modules
+
+
+def _holes_in(
+    workspace: Path,
+    package: str,
+    rel: str,
+    text: str,
+    names: dict[str, tuple[str, ...]],
+    modules: dict[str, str],
+    defines: dict[str, set[str]],
+) -> list[Hole]:
+    """The holes of one file: at most one per line, cross-file where the line allows."""
+    cross = _pattern(names)
+    through = _pattern(modules, after=r"\.([A-Za-z_]\w*)")
+    local = re.compile(r"(?<![\w.])(?:self\.)?([A-Za-z_]\w*)\(")
+    own = {m for m in re.findall(r"^\s*(?:async\s+)?def\s+(\w+)", text, re.MULTILINE)}
+    holes = []
+    position = 0
+    body_start = _first_body_line(text)
+    tree = parsing.parse(rel, text)
+    for line in text.splitlines(keepends=True):
+        stripped = line.rstrip("\n")
+        code = stripped.lstrip()
+        skipped = ("#", "def ", "async def ", "class ", "@")
+        if position >= body_start and code and not code.startswith(skipped):
+            hole = _cross_hole(stripped, cross, through, names, modules, defines)
+            if hole is None and not _uses_any(stripped, cross, through):
+                match = next((m for m in local.finditer(stripped) if m.group(1) in own), None)
+                hole = (match.start(1), match.group(1), "in-file", ()) if match else None
+            if hole is not None:
+                start, name, kind, defined_in = hole
+                expected = stripped[start:]
+                cut = position + start
+                if 4 <= len(expected.strip()) <= 80 and _in_code(tree, text, cut):
+                    holes.append(
+                        Hole(
+                            package,
+                            workspace / rel,
+                            text[:cut] + text[position + len(stripped) :],
+                            cut,
+                            expected,
+                            kind,
+                            name,
+                            defined_in,
+                        )
+                    )
+        position += len(line)
+    return holes
+
+
+def _in_code(tree: tree_sitter.Tree | None, text: str, offset: int) -> bool:
+    """Is character `offset` in code: not in a string, a comment or a signature's parameters?"""
+    if tree is None:
+        return False
+    start = len(text[:offset].encode("utf-8", "surrogatepass"))
+    node: tree_sitter.Node | None = tree.root_node.descendant_for_byte_range(start, start + 1)
+    while node is not None:
+        if node.type in ("string", "comment", "parameters"):
+            return False
+        node = node.parent
+    return True
+
+
+def _pattern(names: Iterable[str], after: str = r"\b") -> re.Pattern[str] | None:
+    """A regex matching any of `names` as a whole name (not an attribute), then `after`."""
+    alternatives = "|".join(map(re.escape, sorted(names)))
+    return re.compile(rf"(?<![\w.])({alternatives}){after}") if alternatives else None
+
+
+def _uses_any(line: str, *patterns: re.Pattern[str] | None) -> bool:
+    return any(p is not None and p.search(line) for p in patterns)
+
+
+def _cross_hole(
+    line: str,
+    cross: re.Pattern[str] | None,
+    through: re.Pattern[str] | None,
+    names: dict[str, tuple[str, ...]],
+    modules: dict[str, str],
+    defines: dict[str, set[str]],
+) -> tuple[int, str, str, tuple[str, ...]] | None:
+    """The first cross-file use in a line: (column, name, kind, defining files), or None."""
+    found = []
+    if cross is not None and (match := cross.search(line)):
+        found.append((match.start(1), match.group(1), "cross-file", names[match.group(1)]))
+    if through is not None:
+        for match in through.finditer(line):
+            target = modules[match.group(1)]
+            if match.group(2) in defines.get(target, set()):
+                found.append((match.start(2), match.group(2), "cross-file", (target,)))
+                break
+    return min(found) if found else None
 
 
 def _first_body_line(text: str) -> int:
@@ -85,14 +219,14 @@ def _first_body_line(text: str) -> int:
 
 
 def sample(holes: list[Hole], count: int) -> list[Hole]:
-    """A deterministic spread: by hash of (file, offset), at most 3 per file."""
+    """A deterministic spread: by hash of (file, offset), at most PER_FILE per file."""
     ranked = sorted(
-        holes, key=lambda h: hashlib.sha256(f"{h.path}:{h.offset}".encode()).hexdigest()
+        holes, key=lambda h: hashlib.sha256(f"{h.path.name}:{h.offset}".encode()).hexdigest()
     )
     per_file: dict[Path, int] = {}
     chosen = []
     for hole in ranked:
-        if per_file.get(hole.path, 0) < 3:
+        if per_file.get(hole.path, 0) < PER_FILE:
             chosen.append(hole)
             per_file[hole.path] = per_file.get(hole.path, 0) + 1
         if len(chosen) == count:
@@ -100,60 +234,194 @@ def sample(holes: list[Hole], count: int) -> list[Hole]:
     return chosen
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the check and print exact match with and without repository context."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--packages", default="jinja2,click,git")
-    parser.add_argument("--holes", type=int, default=40)
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+# ---------------------------------------------------------------------------------------------
+# Running
 
-    scratch = Path(tempfile.mkdtemp(prefix="repo-quality-"))
-    holes: list[Hole] = []
-    for name in args.packages.split(","):
+
+class CursorRepoContext(RepoContext):
+    """Repository context that passes the bench's cursor to `context_for` while `cursor` is
+    set (the `defs` variants) and drops any cursor while it is not (the `repo` variant)."""
+
+    cursor: tuple[str, int] | None = None
+
+    def context_for(
+        self,
+        current: str,
+        count: TokenCounter,
+        budget_tokens: int,
+        *,
+        text: str | None = None,
+        offset: int | None = None,
+    ) -> list[ContextPiece]:
+        """The pieces for the bench's cursor (if set), else for no cursor."""
+        if self.cursor is None:
+            return super().context_for(current, count, budget_tokens)
+        text, offset = self.cursor
+        return super().context_for(current, count, budget_tokens, text=text, offset=offset)
+
+
+def open_workspace(pipeline: CompletionPipeline, root: Path) -> CursorRepoContext:
+    """Index `root` into the pipeline's workspaces as a `CursorRepoContext`."""
+    index = WorkspaceIndex(root, pipeline.workspaces.rules)
+    index.refresh()
+    repo = CursorRepoContext(index)
+    repo.build()
+    pipeline.workspaces._open[root.resolve()] = repo
+    return repo
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One hole under one variant."""
+
+    hole: Hole
+    variant: str
+    answer: str
+    tokens: int
+    latency_ms: float
+    file_recall: bool
+    definition_recall: bool
+
+    @property
+    def exact(self) -> bool:
+        return self.answer.strip() == self.hole.expected.strip()
+
+    @property
+    def similarity(self) -> float:
+        return difflib.SequenceMatcher(
+            None, self.answer.strip(), self.hole.expected.strip()
+        ).ratio()
+
+
+def repo_budget(variant: str) -> int:
+    """The repository budget of a variant: `defs-512` -> 512, else the default."""
+    name, _, size = variant.partition("-")
+    return int(size) if name == "defs" and size else PromptBudget().repo_tokens
+
+
+def run_hole(
+    pipeline: CompletionPipeline, repo: CursorRepoContext, hole: Hole, variant: str
+) -> Outcome:
+    """Complete one hole under one variant through the pipeline."""
+    repo.cursor = (hole.text, hole.offset) if variant.startswith("defs") else None
+    pipeline.budget = replace(pipeline.budget, repo_tokens=repo_budget(variant))
+    done: Completion = pipeline.complete(
+        hole.path,
+        hole.text,
+        hole.offset,
+        workspace=repo.index.root,
+        use_context=variant != "in-file",
+        max_tokens=48,
+    )
+    prompt = done.prompt
+    repo_part = prompt.text[: prompt.text.rfind("<|file_sep|>")] if len(prompt.files) > 1 else ""
+    definition = re.compile(
+        rf"^\s*(?:(?:async\s+)?def|class)\s+{re.escape(hole.name)}\b|^{re.escape(hole.name)}\s*[:=]",
+        re.MULTILINE,
+    )
+    return Outcome(
+        hole,
+        variant,
+        done.text.split("\n", 1)[0],  # single-line holes: the first line is scored
+        prompt.tokens,
+        done.latency_ms,
+        bool(set(hole.defined_in) & set(prompt.files[:-1])),
+        definition.search(repo_part) is not None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _mean(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f}" if values else "-"
+
+
+def report(outcomes: list[Outcome], variants: list[str]) -> list[str]:
+    """The table rows (markdown) per variant."""
+    baseline = [o.tokens for o in outcomes if o.variant == "in-file"]
+    rows = [
+        "| variant | cross EM | cross ES | in-file EM | in-file ES | file recall | "
+        "def recall | mean tokens | x in-file | median cold ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in variants:
+        mine = [o for o in outcomes if o.variant == variant]
+        cross = [o for o in mine if o.hole.kind == "cross-file"]
+        local = [o for o in mine if o.hole.kind == "in-file"]
+        tokens = [float(o.tokens) for o in mine]
+        ratio = statistics.mean(tokens) / statistics.mean(baseline) if baseline and tokens else 0
+        rows.append(
+            f"| {variant} | {_mean([100.0 * o.exact for o in cross])} "
+            f"| {_mean([100 * o.similarity for o in cross])} "
+            f"| {_mean([100.0 * o.exact for o in local])} "
+            f"| {_mean([100 * o.similarity for o in local])} "
+            f"| {_mean([100.0 * o.file_recall for o in cross])} "
+            f"| {_mean([100.0 * o.definition_recall for o in cross])} "
+            f"| {_mean(tokens)} | {ratio:.2f} "
+            f"| {statistics.median([o.latency_ms for o in mine]) if mine else 0:.0f} |"
+        )
+    return rows
+
+
+def collect(packages: list[str], scratch: Path, holes: int) -> list[Hole]:
+    """Copy each package into its own workspace and sample its holes: two thirds cross-file,
+    spread over the packages in turn."""
+    cross: list[list[Hole]] = []
+    local: list[list[Hole]] = []
+    for name in packages:
         workspace = scratch / name
         shutil.copytree(
             module_path(name).parent, workspace / name, ignore=shutil.ignore_patterns("__pycache__")
         )
-        found = find_holes(workspace)
-        holes += sample(found, args.holes // len(args.packages.split(",")))
-        print(f"{name}: {len(found)} candidate holes", file=sys.stderr)
-
-    engine = LocalEngine.load(EngineOptions(model=args.model), progress=False)
-    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(args.model))
-    scores: dict[str, list[bool]] = {"context": [], "no-context": []}
-    answers: dict[str, str] = {}
-    latency: dict[str, list[float]] = {"context": [], "no-context": []}
-    for number, hole in enumerate(holes, 1):
-        workspace = scratch / hole.path.relative_to(scratch).parts[0]
-        for mode in ("context", "no-context"):
-            done = pipeline.complete(
-                hole.path,
-                hole.text,
-                hole.offset,
-                workspace=workspace,
-                use_context=mode == "context",
-                max_tokens=48,
-            )
-            # Single-line holes: the first line of the answer is what is scored.
-            first_line = done.text.split("\n", 1)[0]
-            scores[mode].append(first_line.strip() == hole.expected.strip())
-            answers[mode] = done.text
-            latency[mode].append(done.latency_ms)
+        found = find_holes(workspace, name)
+        cross.append(sample([h for h in found if h.kind == "cross-file"], holes))
+        local.append(sample([h for h in found if h.kind == "in-file"], holes))
         print(
-            f"[{number}/{len(holes)}] {hole.expected!r}: "
-            f"context={answers['context']!r} no-context={answers['no-context']!r}",
+            f"{name}: {len(cross[-1])} cross-file, {len(local[-1])} in-file holes sampled "
+            f"of {len(found)}",
             file=sys.stderr,
         )
+    wanted_cross = -(-2 * holes // 3)
+    return round_robin(cross, wanted_cross) + round_robin(local, holes - wanted_cross)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every hole under every variant and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packages", default=PACKAGES)
+    parser.add_argument("--holes", type=int, default=150)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--limit", type=int, default=0, help="run only the first N holes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    variants = args.variants.split(",")
+    packages = args.packages.split(",")
+
+    scratch = Path(tempfile.mkdtemp(prefix="repo-quality-"))
+    holes = collect(packages, scratch, args.holes)
+    if args.limit:
+        holes = (
+            holes[: args.limit // 2]
+            + [h for h in holes if h.kind == "in-file"][: args.limit - args.limit // 2]
+        )
+    # cache_bytes=0: every request starts cold, whatever ran before it.
+    engine = LocalEngine.load(EngineOptions(model=args.model, cache_bytes=0), progress=False)
+    pipeline = CompletionPipeline(engine, warm=False, layout=PromptLayout.for_model(args.model))
+    repos = {name: open_workspace(pipeline, scratch / name) for name in packages}
+    outcomes: list[Outcome] = []
+    for number, hole in enumerate(holes, 1):
+        for variant in variants:
+            outcomes.append(run_hole(pipeline, repos[hole.package], hole, variant))
+        answers = " ".join(f"{o.variant}={o.answer!r}" for o in outcomes[-len(variants) :])
+        print(f"[{number}/{len(holes)}] {hole.kind} {hole.expected!r}: {answers}", file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"model {args.model}, {len(holes)} holes in {args.packages}")
-    print("| prompt | exact match | median latency |")
-    print("|---|---|---|")
-    for mode in ("no-context", "context"):
-        rate = 100 * sum(scores[mode]) / max(len(holes), 1)
-        print(f"| {mode} | {rate:.1f} % | {statistics.median(latency[mode]):.0f} ms |")
+    kinds = {kind: sum(h.kind == kind for h in holes) for kind in ("cross-file", "in-file")}
+    print(f"model {args.model}, {len(holes)} holes ({kinds}) in {args.packages}")
+    print("\n".join(report(outcomes, variants)))
     return 0
 
 

@@ -733,22 +733,30 @@ def resolve_imports(path: str, refs: list[ImportRef], workspace: WorkspaceLayout
     return [p for p in dict.fromkeys(resolved) if p != path]
 
 
+def python_module_file(
+    importer: str, module: str, level: int, workspace: WorkspaceLayout
+) -> str | None:
+    """The workspace file of Python module `module` imported from `importer` with `level`
+    leading dots (0: absolute; `module` may be "" for `from . import x`), or None."""
+    if not level:
+        return workspace.python_module(module, importer) if module else None
+    directory = posixpath.dirname(importer)
+    for _ in range(level - 1):
+        if not directory:
+            return None  # beyond the workspace
+        directory = posixpath.dirname(directory)
+    return workspace.python_relative(directory, module)
+
+
 def _resolve_python(path: str, ref: ImportRef, workspace: WorkspaceLayout) -> list[str]:
     if ref.kind == "import":
         found = workspace.python_module(ref.module, path)
         return [found] if found else []
-    if ref.level:
-        directory = posixpath.dirname(path)
-        for _ in range(ref.level - 1):
-            if not directory:
-                return []  # beyond the workspace
-            directory = posixpath.dirname(directory)
-        module = workspace.python_relative(directory, ref.module)
-        prefix = f"{ref.module}." if ref.module else ""
-        submodules = [workspace.python_relative(directory, prefix + name) for name in ref.names]
-    else:
-        module = workspace.python_module(ref.module, path)
-        submodules = [workspace.python_module(f"{ref.module}.{n}", path) for n in ref.names]
+    module = python_module_file(path, ref.module, ref.level, workspace)
+    prefix = f"{ref.module}." if ref.module else ""
+    submodules = [
+        python_module_file(path, prefix + name, ref.level, workspace) for name in ref.names
+    ]
     # `from pkg import sub` depends on pkg/sub.py; pkg/__init__.py matters only when some name
     # is not a submodule (it is defined, or re-exported, by the package itself).
     hits = [p for p in submodules if p is not None]

@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+from context.definitions import Definition, DefinitionResolver, select_definitions
 from context.graph import ImportGraph, prompt_order, rank_context_files
 from context.imports import WorkspaceLayout, config_paths, extract_imports, resolve_imports
 from context.index import WorkspaceIndex
@@ -19,6 +20,9 @@ from context.snippets import identifiers, outline
 logger = logging.getLogger(__name__)
 
 CANDIDATES = 16  # files ranked per request before the budget picks among them
+# Share of the repository budget for file outlines when the cursor is known; the definitions
+# the cursor's code uses get the rest (and what the outlines leave).
+OUTLINE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class RepoContext:
         self._layout = WorkspaceLayout([])
         self._changes: defaultdict[str, int] = defaultdict(int)
         self._memo: dict[str, _Memo] = {}
+        self._definitions = DefinitionResolver(index.text)
         self._lock = threading.Lock()
         index.add_listener(self._on_change)
 
@@ -82,15 +87,33 @@ class RepoContext:
                     self.graph.remove(path)
 
     def context_for(
-        self, current: str, count: TokenCounter, budget_tokens: int
+        self,
+        current: str,
+        count: TokenCounter,
+        budget_tokens: int,
+        *,
+        text: str | None = None,
+        offset: int | None = None,
     ) -> list[ContextPiece]:
-        """Files to show before `current`, dependencies first, within `budget_tokens`.
+        """Files to show before `current`, within `budget_tokens`.
 
-        The answer is memoised on what it depends on (the current file's imports and the
-        candidates' contents), not on the current file's text: typing in a function body keeps
-        the repository part of the prompt byte-identical, so the KV prefix cache keeps hitting.
+        Outlines of the ranked files come first, dependencies first, within
+        `OUTLINE_SHARE` of the budget: they do not depend on the cursor, so the repository part
+        of the prompt starts with the same bytes wherever the user types in the file (the KV
+        prefix cache keeps them; a warm-up on open reads them). With the cursor (`text` of
+        `current` and character `offset` in it), the definitions the code around it uses
+        (`context.definitions`: one compact piece per defining file) follow in the tokens the
+        outlines left, next to the current file: when the cursor's names change, only they and
+        the file are read again. Without the cursor, outlines get the whole budget.
+
+        Memoised on what the answer depends on (the current file's imports, the candidates'
+        contents and the resolved definitions), not on the current file's text: typing in a
+        function body keeps the repository part byte-identical.
         """
         with self._lock:
+            definitions: list[Definition] = []
+            if text is not None and offset is not None:
+                definitions = self._definitions.resolve(current, text, offset, self._layout)
             ranked = rank_context_files(
                 self.graph, current, [p for p in self.index.recent() if p != current], CANDIDATES
             )
@@ -98,33 +121,56 @@ class RepoContext:
                 budget_tokens,
                 tuple(self.graph.dependencies(current)),
                 tuple((path, self._changes[path]) for path in ranked),
+                frozenset(definitions),  # the order only matters over budget
+                text is not None,
             )
             memo = self._memo.get(current)
             if memo is not None and memo.key == key:
                 return memo.pieces
-            used = self._used_names(current)
-            candidates = []
-            for path in ranked:
-                text = self.index.text(path)
-                if text is None:
-                    continue
-                candidates.append(
-                    (
-                        path,
-                        text,
-                        lambda room, p=path, t=text: outline(p, t, used, budget=room, count=count),
-                    )
-                )
-            chosen = {
-                piece.path: piece for piece in select_context(candidates, count, budget_tokens)
-            }
-            ordered = prompt_order(self.graph, list(chosen), current)
-            pieces = [chosen[path] for path in ordered]
+            share = OUTLINE_SHARE if text is not None else 1.0
+            pieces = self._outlines(current, ranked, count, int(budget_tokens * share))
+            used = sum(count(piece.text()) + 1 for piece in pieces)
+            wanted = [d for d in definitions if not _already_shown(d, pieces)]
+            shown, _ = select_definitions(wanted, count, budget_tokens - used)
+            pieces += self._in_order(shown, current)
             self._memo[current] = _Memo(key, pieces)
             return pieces
+
+    def _outlines(
+        self, current: str, ranked: list[str], count: TokenCounter, budget: int
+    ) -> list[ContextPiece]:
+        """The ranked files, whole or outlined, within `budget`, in prompt order."""
+        used = self._used_names(current)
+        candidates = []
+        for path in ranked:
+            text = self.index.text(path)
+            if text is None:
+                continue
+            candidates.append(
+                (
+                    path,
+                    text,
+                    lambda room, p=path, t=text: outline(p, t, used, budget=room, count=count),
+                )
+            )
+        return self._in_order(select_context(candidates, count, budget), current)
+
+    def _in_order(self, pieces: list[ContextPiece], current: str) -> list[ContextPiece]:
+        """`pieces` in prompt order: every file after the files it imports."""
+        chosen = {piece.path: piece for piece in pieces}
+        return [chosen[path] for path in prompt_order(self.graph, list(chosen), current)]
 
     def _used_names(self, current: str) -> set[str] | None:
         text = self.index.text(current)
         if text is None or language_for_path(current) is None:
             return None
         return identifiers(current, text)
+
+
+def _already_shown(definition: Definition, pieces: list[ContextPiece]) -> bool:
+    """Whether the outlines show `definition` already: its file whole, or its first line."""
+    head = definition.text.strip().splitlines()[0] if definition.text.strip() else ""
+    for piece in pieces:
+        if piece.path == definition.path and (not piece.outlined or head in piece.content):
+            return True
+    return False

@@ -429,8 +429,8 @@ class _Outliner:
         core = self._unwrap(node)
         kind = core.type
         if self.language == parsing.PYTHON:
-            if first and _is_docstring(core):
-                return _Piece(self._indent(node) + _docstring_line(core), _HEADER)
+            if first and is_docstring(core):
+                return _Piece(self._indent(node) + docstring_line(core), _HEADER)
             if not self._python_keeps(core, owner):
                 return None
         if kind in config.imports or _is_reexport(node) or _is_rust_mod_declaration(core):
@@ -548,13 +548,13 @@ class _Outliner:
             node = stack.pop()
             if node.type in config.functions:
                 body = node.child_by_field_name("body")
-                if body is not None and (_is_block(body) or _is_long(body)):
+                if body is not None and (_is_block(body) or is_long(body)):
                     edits.append(self._body_edit(node, body, full))
                     continue
             value_field = config.values.get(node.type)
             value = node.child_by_field_name(value_field) if value_field else None
-            if value is not None and value.type not in config.functions and _is_long(value):
-                text = _bracketed_ellipsis(node_text(value))
+            if value is not None and value.type not in config.functions and is_long(value):
+                text = bracketed_ellipsis(node_text(value))
                 edits.append((value.start_byte, value.end_byte, text))
                 stack.extend(c for c in node.named_children if c != value)
                 continue
@@ -570,11 +570,11 @@ class _Outliner:
         if (
             full
             and statements
-            and _is_docstring(statements[0])
+            and is_docstring(statements[0])
             and body.start_point.row > function.start_point.row
         ):
             indent = " " * body.start_point.column
-            replacement = _docstring_line(statements[0]) + "\n" + indent + "..."
+            replacement = docstring_line(statements[0]) + "\n" + indent + "..."
             return (body.start_byte, body.end_byte, replacement)
         # `def f(x): ...` on one line, as in stub files.
         colon = body.prev_sibling
@@ -778,12 +778,14 @@ def _is_block(body: tree_sitter.Node) -> bool:
     )
 
 
-def _is_long(node: tree_sitter.Node) -> bool:
+def is_long(node: tree_sitter.Node) -> bool:
+    """Does a value span _LONG_VALUE_LINES lines or _LONG_VALUE_CHARS characters?"""
     lines = node.end_point.row - node.start_point.row + 1
     return lines >= _LONG_VALUE_LINES or node.end_byte - node.start_byte > _LONG_VALUE_CHARS
 
 
-def _bracketed_ellipsis(text: str) -> str:
+def bracketed_ellipsis(text: str) -> str:
+    """What an elided value becomes: `[ ... ]` for a bracketed one, else `...`."""
     pairs = {"{": "}", "[": "]", "(": ")"}
     opener = text[:1]
     if opener in pairs and text.rstrip().endswith(pairs[opener]):
@@ -791,7 +793,8 @@ def _bracketed_ellipsis(text: str) -> str:
     return "..."
 
 
-def _is_docstring(node: tree_sitter.Node) -> bool:
+def is_docstring(node: tree_sitter.Node) -> bool:
+    """Is this Python statement a bare string (a docstring when it comes first)?"""
     return (
         node.type == "expression_statement"
         and node.named_child_count == 1
@@ -799,7 +802,7 @@ def _is_docstring(node: tree_sitter.Node) -> bool:
     )
 
 
-def _docstring_line(statement: tree_sitter.Node) -> str:
+def docstring_line(statement: tree_sitter.Node) -> str:
     """A docstring cut to its first non-empty line, quotes kept: `\"\"\"Summary.\"\"\"`."""
     text = node_text(statement).strip()
     match = re.match(r"([rRbBuUfF]*)(\"\"\"|'''|\"|')", text)

@@ -306,10 +306,10 @@ def context_block(
     completion path would show (outlines of what this file imports), then an outline of the
     rest of the current file with the definitions the region names kept first. Redacted."""
     parts: list[str] = []
-    for piece in source.context(count, repo_tokens):
+    start, end = region.offsets(text)
+    for piece in source.context(count, repo_tokens, text, start):
         parts.append(f"File `{piece.path}`:\n```{fence(language_for_path(piece.path))}\n")
         parts[-1] += f"{piece.content.rstrip()}\n```\n"
-    start, end = region.offsets(text)
     # The region's lines become blank: the outline shows what surrounds it, line count kept.
     rest = text[:start] + "\n" * text.count("\n", start, end) + text[end:]
     used = identifiers(source.name, text[start:end])

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from context.files import FileRefused, read_text_file
 from context.prompt import PromptLayout
 from lsp_server.pipeline import CompletionPipeline, CompletionRefused
 from runtime.engine import EngineOptions, LocalEngine
@@ -42,27 +44,90 @@ class CompletionRequest:
     text: str | None = None
 
     @classmethod
-    def from_json(cls, line: str) -> CompletionRequest:
-        """Parse a batch line: {"id", "workspace", "path", "text"?, "line", "character"}."""
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RequestError(f"not JSON: {error}") from error
+    def from_json(cls, data: Any) -> CompletionRequest:
+        """A decoded batch line {"id"?, "workspace"?, "path", "text"?, "line", "character"},
+        every field's type checked (RequestError naming the field). A missing, null or empty
+        `workspace` is none; lone surrogates in `text` are served (see `offset_of`)."""
         if not isinstance(data, dict):
-            raise RequestError("a request must be a JSON object")
+            raise RequestError(f"a request must be a JSON object, got {_json_type(data)}")
         missing = [key for key in ("path", "line", "character") if key not in data]
         if missing:
             raise RequestError(f"missing field(s): {', '.join(missing)}")
-        if not all(isinstance(data[key], int) for key in ("line", "character")):
-            raise RequestError("line and character must be integers")
+        if not _is_id(data.get("id")):
+            raise RequestError(
+                f"id must be a string, an integer or null, got {_json_type(data['id'])}"
+            )
         text = data.get("text")
         if text is not None and not isinstance(text, str):
-            raise RequestError("text must be a string")
-        workspace = Path(data["workspace"]) if data.get("workspace") else None
-        path = Path(data["path"])
+            raise RequestError(f"text must be a string or null, got {_json_type(text)}")
+        workspace = (
+            _file_name(data, "workspace") if data.get("workspace") not in (None, "") else None
+        )
+        path = _file_name(data, "path")
         if workspace is not None and not path.is_absolute():
             path = workspace / path
-        return cls(data.get("id"), workspace, path, data["line"], data["character"], text)
+        line, character = _integer(data, "line"), _integer(data, "character")
+        return cls(data.get("id"), workspace, path, line, character, text)
+
+
+def decode_request(raw: bytes) -> Any:
+    """The JSON value of one batch line; RequestError when it is not UTF-8 or not JSON."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise RequestError(f"not UTF-8 ({error.reason} at byte {error.start})") from error
+    # ValueError: also integers over Python's digit limit; RecursionError: deep nesting.
+    except (ValueError, RecursionError) as error:
+        raise RequestError(f"not JSON: {error}") from error
+
+
+def _is_id(value: Any) -> bool:
+    """Whether `value` is a JSON-RPC kind of id: a string, an integer or null."""
+    return value is None or isinstance(value, str) or type(value) is int
+
+
+def request_id(data: Any) -> Any:
+    """The id to answer a decoded request with: its `id` when that is one, else None."""
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if _is_id(value) else None
+
+
+_JSON_TYPES = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    """How JSON calls the type of a decoded value, for error messages."""
+    return "an empty string" if value == "" else _JSON_TYPES[type(value)]
+
+
+def _integer(data: dict[str, Any], key: str) -> int:
+    """The integer field `key` (JSON booleans are not integers)."""
+    value = data[key]
+    if type(value) is not int:
+        raise RequestError(f"{key} must be an integer, got {_json_type(value)}")
+    return value
+
+
+def _file_name(data: dict[str, Any], key: str) -> Path:
+    """The field `key` as a path: a non-empty string the file system can take."""
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise RequestError(f"{key} must be a non-empty string, got {_json_type(value)}")
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError as error:
+        raise RequestError(f"{key} is not a valid file name ({error.reason})") from error
+    if b"\0" in encoded:
+        raise RequestError(f"{key} contains a NUL character")
+    return Path(value)
 
 
 def parse_target(target: str) -> tuple[Path, int, int]:
@@ -75,20 +140,24 @@ def parse_target(target: str) -> tuple[Path, int, int]:
 
 
 def read_source(path: Path) -> str:
-    """A source file's text; binary, non-UTF-8 and huge files are refused with the reason."""
+    """A source file's text (`context.files.read_text_file`): missing, non-regular (a FIFO,
+    refused without blocking), over-1-MB, binary and non-UTF-8 files are refused with the
+    reason."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RequestError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} byte limit")
-        data = path.read_bytes()
-    except OSError as error:
-        raise RequestError(f"{path}: {error.strerror or error}") from error
-    if b"\0" in data:
-        raise RequestError(f"{path}: binary file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise RequestError(f"{path}: not UTF-8 ({error.reason} at byte {error.start})") from error
+        return read_text_file(path, MAX_FILE_BYTES)
+    except FileRefused as error:
+        raise RequestError(str(error)) from error
+
+
+def utf16_column(line: str, character: int) -> int:
+    """Index into `line` of UTF-16 code unit `character`: an astral character counts two
+    units (a position inside one is before it), a lone surrogate one, as in an editor."""
+    units = 0
+    for index, char in enumerate(line):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > character:
+            return index
+    return len(line)
 
 
 def offset_of(text: str, line: int, character: int) -> int:
@@ -96,13 +165,10 @@ def offset_of(text: str, line: int, character: int) -> int:
     lines = text.split("\n")
     if not 0 <= line < len(lines):
         raise RequestError(f"line {line} is outside the file (0..{len(lines) - 1}, 0-based)")
-    encoded = lines[line].encode("utf-16-le")
-    if not 0 <= character <= len(encoded) // 2:
-        raise RequestError(
-            f"character {character} is outside line {line} (0..{len(encoded) // 2}, 0-based)"
-        )
-    column = len(encoded[: 2 * character].decode("utf-16-le", errors="ignore"))
-    return sum(len(item) + 1 for item in lines[:line]) + column
+    length = len(lines[line]) + sum(ord(char) > 0xFFFF for char in lines[line])
+    if not 0 <= character <= length:
+        raise RequestError(f"character {character} is outside line {line} (0..{length}, 0-based)")
+    return sum(len(item) + 1 for item in lines[:line]) + utf16_column(lines[line], character)
 
 
 def complete_one(
@@ -144,43 +210,59 @@ def complete_one(
     return output
 
 
-def _batch_requests(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                yield number, line
+def answer_line(
+    pipeline: CompletionPipeline, number: int, raw: bytes, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The answer to batch line `number`: a result or {"id", "error"}, never an exception, so
+    one request never ends the batch (a bug is answered as an internal error and logged)."""
+    data = None
+    try:
+        data = decode_request(raw)
+        return complete_one(pipeline, CompletionRequest.from_json(data), args)
+    except RequestError as error:
+        logger.warning("request on line %d: %s", number, error)
+        return {"id": request_id(data), "error": str(error)}
+    except Exception as error:
+        logger.exception("request on line %d: internal error", number)
+        return {"id": request_id(data), "error": f"internal error: {type(error).__name__}: {error}"}
 
 
-def run_complete(args: argparse.Namespace) -> int:
-    """Run the `complete` subcommand with the flags parsed by `lsp_server.cli`; the exit code."""
-    if args.target:
-        try:
-            path, line, character = parse_target(args.target)
-            workspace = Path(args.workspace) if args.workspace else None
-            request = CompletionRequest(None, workspace, path, line, character)
-            read_source(path)  # fail on a bad file before loading a model
-        except RequestError as error:
-            print(f"coder-lsp complete: {error}", file=sys.stderr)
-            return 1
+def _load_pipeline(args: argparse.Namespace) -> CompletionPipeline:
+    """The engine and pipeline the flags ask for."""
     options = EngineOptions(
         model=args.model, draft_model=args.draft_model, precision=args.precision
     )
     if args.no_draft:
         options = options.without_speculation()
     engine = LocalEngine.load(options, progress=True)
-    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(args.model))
-    if not args.target:
-        for number, request_line in _batch_requests(Path(args.batch)):
-            try:
-                request = CompletionRequest.from_json(request_line)
-                output = complete_one(pipeline, request, args)
-            except RequestError as error:
-                logger.warning("request on line %d: %s", number, error)
-                output = {"id": _request_id(request_line), "error": str(error)}
-            print(json.dumps(output), flush=True)
-        return 0
+    return CompletionPipeline(engine, layout=PromptLayout.for_model(args.model))
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """`complete --batch`: one JSON line out per non-blank line in, whatever the line holds."""
+    with ExitStack() as stack:
+        try:  # before the model loads: a wrong name fails fast
+            batch = stack.enter_context(open(args.batch, "rb"))
+        except OSError as error:
+            print(f"coder-lsp complete: {args.batch}: {error.strerror or error}", file=sys.stderr)
+            return 1
+        pipeline = _load_pipeline(args)
+        for number, raw in enumerate(batch, 1):
+            if raw.strip():
+                print(json.dumps(answer_line(pipeline, number, raw, args)), flush=True)
+    return 0
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    """Run the `complete` subcommand with the flags parsed by `lsp_server.cli`; the exit code."""
+    if args.batch:
+        return run_batch(args)
     try:
-        output = complete_one(pipeline, request, args)
+        path, line, character = parse_target(args.target)
+        workspace = Path(args.workspace) if args.workspace else None
+        request = CompletionRequest(None, workspace, path, line, character)
+        read_source(path)  # fail on a bad file before loading a model
+        output = complete_one(_load_pipeline(args), request, args)
     except RequestError as error:
         print(f"coder-lsp complete: {error}", file=sys.stderr)
         return 1
@@ -193,11 +275,3 @@ def run_complete(args: argparse.Namespace) -> int:
         print("--- completion ---")
     print(output["completion"])
     return 0
-
-
-def _request_id(line: str) -> Any:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return data.get("id") if isinstance(data, dict) else None

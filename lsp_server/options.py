@@ -32,6 +32,10 @@ class ServerOptions:
     engine_token: str | None = None
     max_tokens: int = 64
     debounce_ms: int = 150
+    # The time a suggestion may take from the request (0: no limit, wait for the whole
+    # answer). Within it a block answer is shown as soon as its first whole lines are written
+    # and the rest is generated in the background (lsp_server/live.py).
+    max_latency_ms: int = 1000
     context_budget: int = 1024  # tokens of repository context
     use_context: bool = True
     # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.
@@ -119,6 +123,7 @@ WIRE_FIELDS: dict[str, tuple[str, Any]] = {
     "engineToken": ("engine_token", _optional_text),
     "maxTokens": ("max_tokens", _positive(1024)),
     "debounceMs": ("debounce_ms", _non_negative(5000)),
+    "maxLatencyMs": ("max_latency_ms", _non_negative(60000)),
     "contextBudget": ("context_budget", _non_negative(16384)),
     "useContext": ("use_context", _boolean),
     "typedLineLeads": ("typed_line_leads", _boolean),

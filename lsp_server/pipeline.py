@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from lsp_server.forward_cache import (
     Prediction,
     accepted_token_count,
 )
+from lsp_server.live import LiveGeneration, after_heal
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from lsp_server.warmup import CacheWarmer
 from runtime.engine import Engine
@@ -54,18 +56,10 @@ class Completion:
     # the model continuing the last generation after the user typed or accepted all of it.
     source: str = "model"
 
-
-def after_heal(generated: str, heal: str) -> str:
-    """The answer after the typed text the prompt left out for the model to write (a prompt's
-    `heal`, see context.prompt): the rest of `generated` once it has written `heal`. When the
-    model left out a typed blank instead (`if` + `(x)` where the user typed `if `), the answer
-    goes on after the blank the user typed; any other disagreement gives "" (it continued
-    other text than what was typed, or ended the line)."""
-    if generated.startswith(heal):
-        return generated[len(heal) :]
-    if heal.isspace() and generated.strip(" \t")[:1] not in ("", "\n", "\r"):
-        return generated.lstrip(" \t")
-    return ""
+    @property
+    def cancelled(self) -> bool:
+        """Whether its generation was cancelled before it ended."""
+        return self.result.finish_reason == "cancelled"
 
 
 def tokenizable(text: str) -> str:
@@ -151,11 +145,14 @@ class SourceFile:
     repo: RepoContext | None = None
     relative: str | None = None
 
-    def context(self, count: TokenCounter, budget_tokens: int) -> list[ContextPiece]:
-        """Repository files to show with this buffer, within `budget_tokens` ([] without one)."""
+    def context(
+        self, count: TokenCounter, budget_tokens: int, text: str, offset: int
+    ) -> list[ContextPiece]:
+        """Repository context for this buffer (`text`, cursor at `offset`): the definitions the
+        cursor's code uses, then file outlines, within `budget_tokens` ([] without a repo)."""
         if self.repo is None or self.relative is None:
             return []
-        return self.repo.context_for(self.relative, count, budget_tokens)
+        return self.repo.context_for(self.relative, count, budget_tokens, text=text, offset=offset)
 
 
 def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
@@ -166,6 +163,32 @@ def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
     result = GenerationResult([], hit.text, "forward_cache", 0, 0)
     latency = (time.monotonic() - started) * 1000
     return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency, "forward_cache")
+
+
+# A request is cold when the target would need more than this share of its time budget just
+# to read the prompt; the small model then answers from QUICK_BUDGET's in-file prompt.
+COLD_SHARE = 0.5
+QUICK_BUDGET = PromptBudget(repo_tokens=0, prefix_tokens=384, suffix_tokens=64)
+
+
+@dataclass(frozen=True)
+class _QuickPrompt:
+    """The small model's prompt for a cold request."""
+
+    prompt: Prompt
+    ids: list[int]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A completion request's buffer, cursor and settings."""
+
+    path: Path
+    text: str
+    offset: int
+    workspace: Path | None
+    use_context: bool
+    max_tokens: int
 
 
 @dataclass
@@ -183,6 +206,13 @@ class CompletionPipeline:
     warmer: CacheWarmer = field(default_factory=CacheWarmer)
     # Where the typed line and the suffix go in the prompt (context.prompt).
     layout: PromptLayout = field(default_factory=PromptLayout)
+    # The last model generation, which may still run after its request was answered; one
+    # thread runs them, one at a time (lsp_server.live).
+    _live: LiveGeneration | None = None
+    _live_lock: threading.Lock = field(default_factory=threading.Lock)
+    _generator: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="live-generation")
+    )
 
     def predicted(
         self,
@@ -218,8 +248,9 @@ class CompletionPipeline:
     def _warm_later(
         self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
     ) -> None:
-        """Prefill the prompt for this buffer and cursor in the background (when `warm`)."""
-        if not self.warm:
+        """Prefill the prompt for this buffer and cursor in the background (when `warm` and no
+        generation is running: it holds the engine and ends in a prediction of its own)."""
+        if not self.warm or (self._live is not None and not self._live.finished):
             return
 
         def job(cancel: CancellationToken) -> None:
@@ -239,37 +270,189 @@ class CompletionPipeline:
         use_context: bool = True,
         max_tokens: int = 64,
         cancel: CancellationToken | None = None,
+        deadline: float | None = None,
     ) -> Completion:
-        """Complete `text` (the buffer of `path`) at character `offset`."""
+        """Complete `text` (the buffer of `path`) at character `offset`.
+
+        Without a `deadline` (the CLI) this waits for the whole answer, and `cancel` stops the
+        generation. With one (a `time.monotonic()` value: the editor), the answer is the first
+        whole lines of a block as soon as they are written, or empty at the deadline; the
+        generation goes on in the background into the forward cache either way, and `cancel`
+        only ends this request's wait (see lsp_server.live)."""
         started = time.monotonic()
         text = tokenizable(text)
+        key, before, after = str(path), text[:offset], text[offset:]
         hit, cached = self._forward_answer(path, text, offset, workspace, use_context)
         if cached is not None:
             return cached
+        live = self._live
+        if live is not None and live.follows(key, before, after):
+            done = self._await(live, before, after, started, deadline, cancel)
+            if done is not None:
+                return done
+            hit, cached = self._forward_answer(path, text, offset, workspace, use_context)
+            if cached is not None:
+                return cached
+        request = _Request(path, text, offset, workspace, use_context, max_tokens)
+        live = self._start(request, hit, cancel if deadline is None else None, deadline)
+        done = self._await(live, before, after, started, deadline, cancel)
+        return done if done is not None else self._empty(live, started, "cancelled")
+
+    def _start(
+        self,
+        request: _Request,
+        hit: ForwardHit | None,
+        cancel: CancellationToken | None,
+        deadline: float | None,
+    ) -> LiveGeneration:
+        """Cancel the generation in progress and start one for `request` in the background
+        (continuing the last one when the user typed or accepted all of it)."""
+        with self._live_lock:
+            if self._live is not None:
+                self._live.cancel.cancel()
         self.warmer.stop()
+        path, text, offset = request.path, request.text, request.offset
         source, heal = "model", ""
         if hit is not None and hit.continuation is not None:
-            # The whole suggestion was typed or accepted: continue that generation.
-            self.admit(path, text, workspace=workspace, use_context=use_context)
+            self.admit(path, text, workspace=request.workspace, use_context=request.use_context)
             prompt, prompt_ids = hit.prompt, list(hit.continuation)
             source = "continuation"
         else:
-            prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
+            prompt = self.prompt(
+                path, text, offset, workspace=request.workspace, use_context=request.use_context
+            )
             prompt_ids = self.engine.encode_prompt(prompt.segments)
             heal = prompt.heal
         cursor = CursorContext.at(text, offset, str(path))
-        config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
-        result = self.engine.complete(prompt_ids, config, cancel)
+        config = GenerationConfig(max_new_tokens=request.max_tokens, stop_rule=stop_rule(cursor))
+        quick = self._quick(request, prompt_ids, deadline) if source == "model" else None
+        if quick is not None:
+            # The target would not read this prompt in time: the small model answers from a
+            # short in-file prompt, and the target reads the whole one once it is done.
+            prompt, prompt_ids, heal = quick.prompt, quick.ids, quick.prompt.heal
+            config = replace(config, small_model=True)
+            source = "small_model"
+        live = LiveGeneration(str(path), text[:offset], text[offset:], heal, cursor, prompt)
+        if cancel is not None:
+            live.cancel = cancel
+        with self._live_lock:
+            if self._live is not None:
+                self._live.cancel.cancel()  # another request's, started meanwhile
+            self._live = live
+        self._generator.submit(self._generate, live, request, prompt_ids, config, source)
+        return live
+
+    def _quick(
+        self, request: _Request, prompt_ids: list[int], deadline: float | None
+    ) -> _QuickPrompt | None:
+        """The small model's short in-file prompt when the target's cache lacks so much of
+        `prompt_ids` that reading it would take more than half the time left (a file just
+        opened, a jump), else None (no deadline, no small model, or the target is in time)."""
+        if deadline is None:
+            return None
+        target_ms = self.engine.prefill_ms(prompt_ids)
+        if target_ms is None or target_ms <= COLD_SHARE * (deadline - time.monotonic()) * 1000:
+            return None
+        prompt = self.prompt(
+            request.path,
+            request.text,
+            request.offset,
+            workspace=request.workspace,
+            use_context=False,
+            budget=replace(QUICK_BUDGET, output_tokens=request.max_tokens),
+        )
+        ids = self.engine.encode_prompt(prompt.segments)
+        if self.engine.prefill_ms(ids, small_model=True) is None:
+            return None
+        logger.info("cold prompt (target ~%.0f ms to read): the small model answers", target_ms)
+        return _QuickPrompt(prompt, ids)
+
+    def _generate(
+        self,
+        live: LiveGeneration,
+        request: _Request,
+        prompt_ids: list[int],
+        config: GenerationConfig,
+        source: str,
+    ) -> None:
+        """Run `live` to its end (generator thread) and remember what it suggests."""
+        started = time.monotonic()
+        try:
+            result = self.engine.complete(prompt_ids, config, live.cancel, live.push)
+            latency = (time.monotonic() - started) * 1000
+            answer = after_heal(result.text, live.heal)
+            shown = postprocess(answer, live.cursor)
+            done = Completion("", 0, live.prompt, result, latency, source)
+            if shown is not None:
+                done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
+            # The answer ends the generated text; what comes before it is the healed text.
+            lead_in = result.text[: len(result.text) - len(answer)]
+            self._remember(live.key, request.text, request.offset, prompt_ids, done, lead_in)
+            live.result = done
+        except Exception as error:  # handed to the request that waits for it
+            live.error = error
+        finally:
+            live.finish()
+        if source == "small_model" and not live.cancel.cancelled:
+            text, offset = request.text, request.offset
+            self._warm_later(request.path, text, offset, request.workspace, request.use_context)
+
+    def _await(
+        self,
+        live: LiveGeneration,
+        before: str,
+        after: str,
+        started: float,
+        deadline: float | None,
+        cancel: CancellationToken | None,
+    ) -> Completion | None:
+        """What `live` gives the cursor between `before` and `after`: its whole answer when it
+        ends (None if the user typed some of it meanwhile: the forward cache holds the rest, or
+        if the typing left it), with a deadline its first whole lines of a block, or empty at
+        the deadline or when this request is cancelled."""
+        while True:
+            typed = live.typed(live.key, before, after)
+            if typed is None:
+                return None
+            if live.finished:
+                if typed:
+                    return None
+                if live.error is not None:
+                    raise live.error
+                assert live.result is not None
+                return replace(live.result, latency_ms=(time.monotonic() - started) * 1000)
+            if deadline is not None:
+                lines = live.early_lines(typed)
+                if lines:
+                    return self._early(live, lines, before, after, started)
+                if time.monotonic() >= deadline:
+                    return self._empty(live, started, "deadline")
+                if cancel is not None and cancel.cancelled:
+                    return self._empty(live, started, "cancelled")
+            live.wait(0.05)
+
+    def _early(
+        self, live: LiveGeneration, lines: str, before: str, after: str, started: float
+    ) -> Completion:
+        """The first whole lines of an unfinished block answer, post-processed at this cursor
+        ("" when they are not worth showing)."""
+        cursor = CursorContext.at(before + after, len(before), live.key)
+        shown = postprocess(lines, cursor)
+        text = shown.text if shown is not None else ""
+        result = GenerationResult([], live.answer(), "first_line", 0, 0)
         latency = (time.monotonic() - started) * 1000
-        answer = after_heal(result.text, heal)
-        shown = postprocess(answer, cursor)
-        done = Completion("", 0, prompt, result, latency, source)
-        if shown is not None:
-            done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
-        # The answer ends the generated text; what comes before it is the healed text.
-        lead_in = result.text[: len(result.text) - len(answer)]
-        self._remember(str(path), text, offset, prompt_ids, done, lead_in)
-        return done
+        return Completion(text, 0, live.prompt, result, latency, "model")
+
+    def _empty(self, live: LiveGeneration, started: float, reason: str) -> Completion:
+        """No suggestion (yet) for this request; `reason` says why."""
+        result = GenerationResult([], "", reason, 0, 0)
+        return Completion("", 0, live.prompt, result, (time.monotonic() - started) * 1000)
+
+    def wait_idle(self) -> None:
+        """Block until the generation in progress (if any) has ended (benchmarks, tests)."""
+        live = self._live
+        while live is not None and not live.finished:
+            live.wait(0.05)
 
     def _remember(
         self,
@@ -338,9 +521,12 @@ class CompletionPipeline:
         *,
         workspace: Path | None = None,
         use_context: bool = True,
+        budget: PromptBudget | None = None,
     ) -> Prompt:
-        """The prompt for a cursor; raises CompletionRefused for files that must stay local."""
+        """The prompt for a cursor (within `budget`, else the pipeline's); raises
+        CompletionRefused for files that must stay local."""
         text = tokenizable(text)
+        budget = budget or self.budget
         source = self.admit(path, text, workspace=workspace, use_context=use_context)
         repo, relative, name = source.repo, source.relative, source.name
         # Redacted as one text (a key block around the cursor goes on both sides), then split.
@@ -348,15 +534,15 @@ class CompletionPipeline:
         count = self.engine.count_tokens
         if repo is None or relative is None:
             return build_prompt(
-                name, before + after, len(before), count, self.budget, layout=self.layout
+                name, before + after, len(before), count, budget, layout=self.layout
             )
-        pieces = source.context(count, self.budget.repo_tokens)
+        pieces = source.context(count, budget.repo_tokens, before + after, len(before))
         return build_prompt(
             relative,
             before + after,
             len(before),
             count,
-            self.budget,
+            budget,
             repo_name=repo.index.name,
             context=pieces,
             layout=self.layout,

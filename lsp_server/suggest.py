@@ -21,6 +21,9 @@ from runtime.generate import CancellationToken
 
 logger = logging.getLogger(__name__)
 
+# Why a request got no suggestion, by the generation's finish reason (else "empty").
+EMPTY_OUTCOMES = {"cancelled": "cancelled", "deadline": "over the time budget"}
+
 
 @dataclass(frozen=True)
 class Suggestion:
@@ -107,6 +110,8 @@ async def suggest(
     text, offset, path, folder = cursor.text, cursor.offset, cursor.path, cursor.folder
     pipeline, options = ls.pipeline, ls.options
     started = time.monotonic()
+    # The time a suggestion may take (0: none, wait for the whole answer).
+    deadline = started + options.max_latency_ms / 1000 if options.max_latency_ms else None
 
     def work(cancel: CancellationToken) -> Completion:
         return pipeline.complete(
@@ -117,6 +122,7 @@ async def suggest(
             use_context=options.use_context and folder is not None,
             max_tokens=options.max_tokens,
             cancel=cancel,
+            deadline=deadline,
         )
 
     # Typing what the last suggestion predicted is answered at once: no debounce, no model.
@@ -159,8 +165,8 @@ async def suggest(
         result.generated_tokens,
         result.finish_reason,
     )
-    if result.finish_reason == "cancelled" or not done.text:
-        ls.outcomes["cancelled" if result.finish_reason == "cancelled" else "empty"] += 1
+    if result.finish_reason in ("cancelled", "deadline") or not done.text:
+        ls.outcomes[EMPTY_OUTCOMES.get(result.finish_reason, "empty")] += 1
         return None
     ls.outcomes["forward cache" if result.finish_reason == "forward_cache" else "answered"] += 1
     source = "repository" if len(done.prompt.files) > 1 else "in-file"

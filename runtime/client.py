@@ -113,6 +113,10 @@ class RemoteEngine(TokenizingEngine):
 
     # ------------------------------------------------------------------ Engine protocol
 
+    def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
+        """Unknown here: the server's caches are its own (and shared with other users)."""
+        return None
+
     def complete(
         self,
         prompt: Sequence[int],

@@ -35,6 +35,12 @@ from runtime.tokenizer import QwenTokenizer
 
 logger = logging.getLogger(__name__)
 
+# Prefill cost per uncached prompt token before the engine has timed its own (ms): the 1.5B and
+# the 0.5B at w8a8 on an AMD EPYC without AMX (170 and ~500 tokens/s); faster CPUs correct it
+# after their first long prefill.
+PRIOR_PREFILL_MS_PER_TOKEN = 6.0
+PRIOR_SMALL_PREFILL_MS_PER_TOKEN = 2.0
+
 # A prompt as text pieces; special pieces are control tokens, never tokenized from text.
 PromptSegments = Sequence[tuple[str, bool]]
 
@@ -120,6 +126,11 @@ class Engine(Protocol):
         """Generate a continuation of `prompt`."""
         ...
 
+    def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
+        """The expected time to read the part of `prompt` the model's cache lacks (the small
+        model's with `small_model`); None when the engine cannot tell or has no such model."""
+        ...
+
 
 class TokenizingEngine:
     """The prompt side of `Engine`, done with the model's tokenizer in this process (the local
@@ -172,6 +183,9 @@ class LocalEngine(TokenizingEngine):
             draft_min_confidence=options.draft_min_confidence,
         )
         self._lock = threading.Lock()
+        # Measured prefill cost per uncached token, target and small model (ms).
+        self.prefill_rate = PrefillRate(PRIOR_PREFILL_MS_PER_TOKEN)
+        self.small_prefill_rate = PrefillRate(PRIOR_SMALL_PREFILL_MS_PER_TOKEN)
 
     @classmethod
     def load(cls, options: EngineOptions, progress: bool = True) -> LocalEngine:
@@ -218,6 +232,11 @@ class LocalEngine(TokenizingEngine):
             raise ValueError(f"prompt of {len(prompt)} tokens exceeds the window of {limit}")
         lookup = self.options.lookup if config.lookup is None else config.lookup
         with self._lock:
+            if config.small_model and self.draft is not None and self.draft_cache is not None:
+                kv, _ = self.draft_cache.acquire(prompt)
+                result = generate(self.draft, self.tokenizer, kv, prompt, config, cancel, on_text)
+                self.small_prefill_rate.record(result)
+                return self._logged(result, "small model")
             kv, _ = self.cache.acquire(prompt)
             if self.draft is None and not lookup:
                 result = generate(self.runner, self.tokenizer, kv, prompt, config, cancel, on_text)
@@ -242,10 +261,25 @@ class LocalEngine(TokenizingEngine):
                         else self.options.max_draft_catch_up
                     ),
                 )
+            self.prefill_rate.record(result)
+        return self._logged(result, "target")
+
+    def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
+        """The expected time to read the part of `prompt` the model's cache lacks, from the
+        prefill rate measured on earlier requests (a prior until then)."""
+        if small_model and self.draft_cache is None:
+            return None
+        cache = self.draft_cache if small_model and self.draft_cache else self.cache
+        rate = self.small_prefill_rate if small_model else self.prefill_rate
+        return rate.ms_per_token * (len(prompt) - cache.longest_prefix(prompt))
+
+    @staticmethod
+    def _logged(result: GenerationResult, model: str) -> GenerationResult:
         logger.info(
-            "generated %d tokens (%s): prompt %d, cached %d, prefill %.0f ms, decode %.0f ms",
+            "generated %d tokens (%s, %s): prompt %d, cached %d, prefill %.0f ms, decode %.0f ms",
             result.generated_tokens,
             result.finish_reason,
+            model,
             result.prompt_tokens,
             result.cached_tokens,
             result.prefill_ms,
@@ -254,3 +288,19 @@ class LocalEngine(TokenizingEngine):
         if result.extra:
             logger.info("speculation: %s", result.extra)
         return result
+
+
+@dataclass
+class PrefillRate:
+    """Milliseconds per prompt token, an average over recent prefills long enough to time."""
+
+    ms_per_token: float
+    min_tokens: int = 64  # shorter prefills are dominated by per-pass overhead
+    weight: float = 0.3  # of the newest measurement
+
+    def record(self, result: GenerationResult) -> None:
+        """Learn from one request's prefill (uncached tokens and their time)."""
+        read = result.prompt_tokens - result.cached_tokens
+        if read >= self.min_tokens and result.prefill_ms > 0:
+            measured = result.prefill_ms / read
+            self.ms_per_token += self.weight * (measured - self.ms_per_token)

@@ -61,6 +61,9 @@ class GenerationConfig:
     # Prompt-lookup speculation for this request; None: the engine's own setting. Suits answers
     # that copy much of the prompt (a repaired function).
     lookup: bool | None = None
+    # Run the engine's small (draft) model alone: a quick answer while the target's cache is
+    # cold. Ignored by an engine without one.
+    small_model: bool = False
 
 
 @dataclass

@@ -50,10 +50,11 @@ class KVCache:
 
     def common_prefix(self, tokens: Sequence[int]) -> int:
         """Length of the longest common prefix between the cached tokens and `tokens`."""
-        limit = min(len(self.tokens), len(tokens))
+        held = self.tokens[:]  # one snapshot: another thread may be generating into it
+        limit = min(len(held), len(tokens))
         if limit == 0:
             return 0
-        cached = np.asarray(self.tokens[:limit])
+        cached = np.asarray(held[:limit])
         mismatch = np.flatnonzero(cached != np.asarray(tokens[:limit]))
         return int(mismatch[0]) if mismatch.size else limit
 
@@ -95,6 +96,10 @@ class PrefixCache:
     def nbytes(self) -> int:
         """Bytes held by all caches."""
         return sum(cache.nbytes for cache in self._caches)
+
+    def longest_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading tokens of `tokens` some cache holds (a read: nothing moves)."""
+        return max((cache.common_prefix(tokens) for cache in self._caches[:]), default=0)
 
     def acquire(self, tokens: Sequence[int]) -> tuple[KVCache, int]:
         """The cache to run `tokens` in, truncated to the prefix it shares with them."""

@@ -66,17 +66,18 @@ DEFAULT_DRAFT = "qwen2.5-coder-0.5b"
 
 
 def machine_precision(cpu_flags_path: Path = Path("/proc/cpuinfo")) -> str:
-    """The precision that runs fastest here, as measured (README, "Runtime"): `w8a8` on a CPU
-    with AMX int8 (its integer GEMM reads prompts 6-7x faster than int4's kernel there), else
-    `int4` (other CPUs, and GPU builds of ONNX Runtime, whose int4 kernels are the mature ones).
-    """
+    """The precision that runs fastest here, as measured (bench/RESULTS.md): `w8a8` on a CPU
+    with AMX int8 (its integer GEMM reads prompts 6-7x faster than int4's kernel there) or
+    AVX-512 VNNI (an AMD EPYC without AMX: prompts 2x faster, 170 vs 84 tokens/s for the 1.5B),
+    else `int4` (other CPUs, and GPU builds of ONNX Runtime, whose int4 kernels are the mature
+    ones)."""
     if device_of(choose_providers("auto", onnxruntime.get_available_providers())) != "cpu":
         return "int4"
     try:
         flags = cpu_flags_path.read_text(errors="replace")
     except OSError:
         return "int4"
-    return "w8a8" if re.search(r"\bamx_int8\b", flags) else "int4"
+    return "w8a8" if re.search(r"\b(?:amx_int8|avx512_vnni)\b", flags) else "int4"
 
 
 DEFAULT_PRECISION = machine_precision()

@@ -978,5 +978,8 @@ def test_machine_precision_follows_the_cpu_flags(tmp_path: Path) -> None:
     vnni = tmp_path / "vnni"
     vnni.write_text("flags\t\t: fpu avx512f avx512_vnni\n")
     assert machine_precision(amx) == "w8a8"
-    assert machine_precision(vnni) == "int4"
+    assert machine_precision(vnni) == "w8a8"  # AVX-512 VNNI without AMX (AMD EPYC)
+    plain = tmp_path / "plain"
+    plain.write_text("flags\t\t: fpu avx2 fma\n")
+    assert machine_precision(plain) == "int4"
     assert machine_precision(tmp_path / "missing") == "int4"

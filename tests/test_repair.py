@@ -4,6 +4,7 @@ the CLI (the real 0.5B model in the slow tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,12 +167,12 @@ def test_cli_targets_parse() -> None:
             parse_lines(bad, allow_range)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lsp_server", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
 
@@ -190,6 +191,31 @@ def test_cli_repair_without_a_diagnostic_loads_no_model(tmp_path: Path) -> None:
     }
     (tmp_path / "bin.py").write_bytes(b"\xff\xfe x")
     assert _cli("repair", f"{tmp_path / 'bin.py'}:1").returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("repair", "--attempts", "0"),
+        ("repair", "--attempts", "-5"),
+        ("explain", "--max-tokens", "0"),
+        ("explain", "--max-tokens", "-1"),
+    ],
+)
+def test_cli_counts_must_be_positive(tmp_path: Path, command: str, flag: str, value: str) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    run = _cli(command, f"{tmp_path / 'a.py'}:1", flag, value)
+    assert run.returncode == 2
+    assert f"argument {flag}: must be at least 1, got {value}" in run.stderr
+
+
+@pytest.mark.parametrize("command", ["repair", "explain"])
+def test_cli_refuses_a_fifo_without_blocking(tmp_path: Path, command: str) -> None:
+    fifo = tmp_path / "mod.py"
+    os.mkfifo(fifo)
+    run = _cli(command, f"{fifo}:1", timeout=60)
+    assert run.returncode == 1
+    assert f"{fifo}: a FIFO, not a regular file" in run.stderr
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ export const SERVER_KEYS: Readonly<Record<string, string>> = {
   engineUrl: 'engineUrl',
   maxTokens: 'maxTokens',
   debounceMs: 'debounceMs',
+  maxLatencyMs: 'maxLatencyMs',
   contextBudget: 'contextBudget',
   useContext: 'useContext',
   typedLineLeads: 'typedLineLeads',

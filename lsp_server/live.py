@@ -1,0 +1,126 @@
+"""The generation running in the background for the last model request, and what a later
+request may take from it before it ends.
+
+An editor shows a suggestion only if it arrives before the user types on. So a request does
+not wait for a whole block: once the answer's first line is complete (and balanced) it is
+shown, and the generation goes on in the background into the forward cache, so that typing or
+accepting that line is answered with the next lines at no model cost. A request that finds a
+generation whose text so far agrees with what the user typed since waits for it instead of
+starting another; any other request cancels it (one engine, one generation at a time).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from context.prompt import Prompt
+from lsp_server.postprocess import CursorContext
+from runtime.generate import CancellationToken
+
+if TYPE_CHECKING:
+    from lsp_server.pipeline import Completion
+
+OPENERS, CLOSERS = "([{", ")]}"
+
+
+def after_heal(generated: str, heal: str) -> str:
+    """The answer after the typed text the prompt left out for the model to write (a prompt's
+    `heal`, see context.prompt): the rest of `generated` once it has written `heal`. When the
+    model left out a typed blank instead (`if` + `(x)` where the user typed `if `), the answer
+    goes on after the blank the user typed; any other disagreement gives "" (it continued
+    other text than what was typed, or ended the line)."""
+    if generated.startswith(heal):
+        return generated[len(heal) :]
+    if heal.isspace() and generated.strip(" \t")[:1] not in ("", "\n", "\r"):
+        return generated.lstrip(" \t")
+    return ""
+
+
+def complete_lines(text: str) -> str:
+    """The longest start of `text` that ends at a line break after some code and leaves no
+    bracket open: whole lines a user can take while the rest is still being written ("" if
+    there is none yet). The line break itself is left out."""
+    depth, seen_code, end = 0, False, 0
+    for index, char in enumerate(text):
+        if char == "\n":
+            if seen_code and depth <= 0:
+                end = index
+        elif char in OPENERS:
+            depth += 1
+        elif char in CLOSERS:
+            depth -= 1
+        elif not char.isspace():
+            seen_code = True
+    return text[:end]
+
+
+@dataclass
+class LiveGeneration:
+    """One generation in the background: the buffer it was asked for, its text so far (pushed
+    from the generating thread), and its end."""
+
+    key: str  # the document
+    before: str  # the buffer before the cursor when it was asked for
+    after: str  # the buffer after the cursor
+    heal: str  # typed text the model writes first (removed from the answer)
+    cursor: CursorContext
+    prompt: Prompt
+    cancel: CancellationToken = field(default_factory=CancellationToken)
+    raw: str = ""  # generated text so far
+    finished: bool = False
+    result: Completion | None = None  # set when it ends, with `error` if it failed
+    error: Exception | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def push(self, piece: str) -> None:
+        """More generated text (called from the generating thread)."""
+        with self.changed:
+            self.raw += piece
+            self.changed.notify_all()
+
+    def finish(self) -> None:
+        """The generation ended (its result is in the forward cache, if worth showing)."""
+        with self.changed:
+            self.finished = True
+            self.changed.notify_all()
+
+    def answer(self) -> str:
+        """The answer so far, after the healed text; "" while the model is still writing it."""
+        with self.changed:
+            return after_heal(self.raw, self.heal)
+
+    def typed(self, key: str, before: str, after: str) -> str | None:
+        """What the user typed since, when this buffer is the asked one plus typing that agrees
+        with the answer so far (it may run ahead of an unfinished answer); else None."""
+        if key != self.key or after != self.after or not before.startswith(self.before):
+            return None
+        typed, answer = before[len(self.before) :], self.answer()
+        if answer.startswith(typed) or (not self.finished and typed.startswith(answer)):
+            return typed
+        return None
+
+    def follows(self, key: str, before: str, after: str) -> bool:
+        """Whether a request at this buffer should take its answer from this generation: the
+        typing agrees with it, and it did not end cancelled or failed."""
+        if self.typed(key, before, after) is None:
+            return False
+        if not self.finished:
+            return True
+        return self.error is None and self.result is not None and not self.result.cancelled
+
+    def early_lines(self, typed: str) -> str:
+        """Whole, balanced lines of the answer after `typed`, for a block answer (nothing
+        follows the cursor on its line); "" when there are none yet."""
+        if self.cursor.mid_line:
+            return ""
+        answer = self.answer()
+        if not answer.startswith(typed):
+            return ""
+        return complete_lines(answer[len(typed) :])
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until more text arrives, the generation ends or `timeout_s` passes."""
+        with self.changed:
+            self.changed.wait(timeout_s)

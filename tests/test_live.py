@@ -1,0 +1,143 @@
+"""Answers within a time budget: the first whole lines of a block are shown while the rest is
+generated in the background into the forward cache; a deadline gives an empty answer, never a
+cut one, and the generation it interrupted answers the next pause."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from context.prompt import Prompt
+from lsp_server.live import LiveGeneration, complete_lines
+from lsp_server.pipeline import CompletionPipeline
+from lsp_server.postprocess import CursorContext
+from runtime.engine import EngineOptions, LocalEngine
+
+BLOCK = "def mean(values):\n    total = 0\n    for value in values:\n"
+PROMPT = Prompt([("x", False)], ["m.py"], 1, "x", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("\n        total += value\n        count", "\n        total += value"),
+        ("        total += value", ""),  # the line is still being written
+        ("\n", ""),  # no code yet
+        ("x = f(a,\n      b)\ny = 1", "x = f(a,\n      b)"),  # the bracket closes first
+        ("x = f(a,\n      b", ""),  # an open bracket is never shown cut
+        ("a = 1\nb = 2\nc", "a = 1\nb = 2"),
+    ],
+)
+def test_complete_lines_end_at_a_balanced_line_break(text: str, lines: str) -> None:
+    assert complete_lines(text) == lines
+
+
+def live_at(before: str, after: str = "\n") -> LiveGeneration:
+    cursor = CursorContext.at(before + after, len(before), "m.py")
+    return LiveGeneration("m.py", before, after, "", cursor, PROMPT)
+
+
+def test_typing_that_agrees_with_the_text_so_far_follows_the_generation() -> None:
+    live = live_at(BLOCK)
+    live.push("        total += value\n")
+    assert live.typed("m.py", BLOCK + "        tot", "\n") == "        tot"
+    assert live.typed("m.py", BLOCK + "        count", "\n") is None  # typed something else
+    assert live.typed("other.py", BLOCK + "        tot", "\n") is None
+    # Typing ahead of an unfinished answer still follows it; a finished one it cannot.
+    assert live.typed("m.py", BLOCK + "        total += value\n    ret", "\n") is not None
+    live.finish()
+    assert live.typed("m.py", BLOCK + "        total += value\n    ret", "\n") is None
+
+
+def test_early_lines_only_for_a_block() -> None:
+    live = live_at(BLOCK)
+    live.push("        total += value\n        count")
+    assert live.early_lines("") == "        total += value"
+    assert live.early_lines("        tot") == "al += value"  # the rest of the typed line
+    assert live.early_lines("        total += value\n        co") == ""  # still being written
+    mid_line = live_at("x = f(", ")\n")
+    mid_line.push("a, b\n")
+    assert mid_line.early_lines("") == ""
+
+
+@pytest.fixture(scope="module")
+def engine() -> LocalEngine:
+    """The real 0.5B, without speculation (one model, deterministic greedy)."""
+    options = EngineOptions(model="qwen2.5-coder-0.5b").without_speculation()
+    return LocalEngine.load(options, progress=False)
+
+
+@pytest.mark.slow
+def test_first_line_first_then_the_rest_from_the_forward_cache(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    pipeline = CompletionPipeline(engine, warm=False)
+    path = tmp_path / "stats.py"
+    text = (
+        "def summary(values):\n"
+        "    '''Count, sum, mean, min and max of `values`, one line each.'''\n"
+    )
+    path.write_text(text)
+    far = time.monotonic() + 600
+    first = pipeline.complete(path, text, len(text), use_context=False, deadline=far)
+    assert first.result.finish_reason == "first_line", first
+    assert first.text.strip() and "\n" not in first.text.strip("\n")
+    pipeline.wait_idle()
+    whole = pipeline.complete(path, text, len(text), use_context=False)
+    assert whole.text.startswith(first.text) and len(whole.text) > len(first.text)
+    # The user accepts the first line: the next lines come from the forward cache.
+    accepted = text + first.text
+    rest = pipeline.complete(path, accepted, len(accepted), use_context=False, deadline=far)
+    assert rest.source == "forward_cache"
+    assert first.text + rest.text == whole.text
+
+
+@pytest.mark.slow
+def test_a_deadline_answers_empty_and_the_generation_answers_the_next_pause(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    pipeline = CompletionPipeline(engine, warm=False)
+    path = tmp_path / "geometry.py"
+    text = "import math\n\n\ndef circle_area(radius):\n    return "
+    path.write_text(text)
+    now = time.monotonic()
+    empty = pipeline.complete(path, text, len(text), use_context=False, deadline=now)
+    assert (empty.text, empty.result.finish_reason) == ("", "deadline")
+    pipeline.wait_idle()
+    # The same pause again: the generation the deadline left running answers it.
+    later = pipeline.complete(path, text, len(text), use_context=False, deadline=now + 600)
+    assert later.text and later.result.finish_reason in ("stop", "stop_string", "length")
+    assert later.result.cached_tokens == 0 and later.result.prompt_tokens > 0  # its one prefill
+    # Typing the start of it is answered with the rest, no model call.
+    typed = text + later.text[:3]
+    rest = pipeline.complete(path, typed, len(typed), use_context=False, deadline=now + 600)
+    assert rest.source == "forward_cache" and later.text[:3] + rest.text == later.text
+
+
+@pytest.mark.slow
+def test_a_cold_prompt_is_answered_by_the_small_model_then_the_target_takes_over(
+    tmp_path: Path,
+) -> None:
+    engine = LocalEngine.load(EngineOptions(), progress=False)  # the defaults: 1.5B + 0.5B
+    pipeline = CompletionPipeline(engine)
+    engine.prefill_rate.ms_per_token = 1000.0  # as a very slow CPU would measure: all is cold
+    path = tmp_path / "shapes.py"
+    text = "import math\n\n\ndef circle_area(radius):\n    return "
+    path.write_text(text)
+    pipeline.complete(path, text, len(text), use_context=False, deadline=time.monotonic() + 5)
+    pipeline.wait_idle()
+    # The same pause again gets what the generation started for it wrote.
+    deadline = time.monotonic() + 600
+    quick = pipeline.complete(path, text, len(text), use_context=False, deadline=deadline)
+    assert quick.source == "small_model" and quick.text
+    assert quick.result.prompt_tokens <= 384 + 64 + 16  # the short in-file prompt
+    pipeline.warmer.wait()  # the target read the whole prompt meanwhile
+    full = pipeline.prompt(path, text, len(text), use_context=False)
+    assert engine.prefill_ms(engine.encode_prompt(full.segments)) == pytest.approx(0.0)
+    engine.prefill_rate.ms_per_token = 50.0
+    # A miss now (typing something else) is the target's, its prompt already read.
+    typed = text + "radius * radius *"
+    upgraded = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
+    assert upgraded.source == "model" and upgraded.result.cached_tokens > 0
