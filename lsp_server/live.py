@@ -120,6 +120,11 @@ class LiveGeneration:
             return ""
         return complete_lines(answer[len(typed) :])
 
+    def wait_finished(self, timeout_s: float) -> bool:
+        """Block until the generation has ended (True) or `timeout_s` passed (False)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.finished, timeout_s)
+
     def wait(self, timeout_s: float) -> None:
         """Block until more text arrives, the generation ends or `timeout_s` passes."""
         with self.changed:

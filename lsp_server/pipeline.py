@@ -56,6 +56,10 @@ class Completion:
     # the model continuing the last generation after the user typed or accepted all of it.
     source: str = "model"
 
+    # The generation still running for it when it was answered early (first lines, or empty at
+    # the deadline): its whole answer lands in the forward cache when it ends.
+    pending: LiveGeneration | None = None
+
     @property
     def cancelled(self) -> bool:
         """Whether its generation was cancelled before it ended."""
@@ -441,12 +445,20 @@ class CompletionPipeline:
         text = shown.text if shown is not None else ""
         result = GenerationResult([], live.answer(), "first_line", 0, 0)
         latency = (time.monotonic() - started) * 1000
-        return Completion(text, 0, live.prompt, result, latency, "model")
+        return Completion(text, 0, live.prompt, result, latency, "model", pending=live)
 
     def _empty(self, live: LiveGeneration, started: float, reason: str) -> Completion:
         """No suggestion (yet) for this request; `reason` says why."""
         result = GenerationResult([], "", reason, 0, 0)
-        return Completion("", 0, live.prompt, result, (time.monotonic() - started) * 1000)
+        latency = (time.monotonic() - started) * 1000
+        return Completion("", 0, live.prompt, result, latency, pending=live)
+
+    def close(self) -> None:
+        """Stop the generation and the warm-up in progress (the server is shutting down)."""
+        with self._live_lock:
+            if self._live is not None:
+                self._live.cancel.cancel()
+        self.warmer.stop()
 
     def wait_idle(self) -> None:
         """Block until the generation in progress (if any) has ended (benchmarks, tests)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from lsprotocol import types
 from lsprotocol.types import EXIT
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
@@ -25,6 +26,7 @@ from context.files import FileRefused, FileRules, read_text_file
 from context.prompt import PromptBudget
 from lsp_server.debounce import DocumentScheduler
 from lsp_server.feedback import FeedbackStats
+from lsp_server.live import LiveGeneration
 from lsp_server.options import ServerOptions
 from lsp_server.pipeline import CompletionPipeline, Workspaces
 from runtime.client import RemoteEngine, RemoteOptions
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 MAX_DOCUMENT_BYTES = 1 << 20  # an unopened document bigger than this is not read
+# Sent when a suggestion a request could not wait for is ready (see notify_when_ready).
+COMPLETION_READY = "coderLsp/completionReady"
+READY_WATCH_S = 120.0
 
 
 class EngineState(Enum):
@@ -116,6 +121,7 @@ class CoderLanguageServer(LanguageServer):
         # Outcomes of completion requests (answered, empty, cancelled, superseded, stale, ...).
         self.outcomes: Counter[str] = Counter()
         self.feedback = FeedbackStats()
+        self._watches: set[asyncio.Future[None]] = set()  # see notify_when_ready
 
     def apply_options(self, options: ServerOptions) -> None:
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
@@ -185,6 +191,30 @@ class CoderLanguageServer(LanguageServer):
         except FileRefused as error:
             raise DocumentUnreadable(f"coder-lsp: cannot read {path}: {error.reason}") from None
         return Snapshot(text, None, "")
+
+    def notify_when_ready(
+        self, uri: str, version: int | None, position: types.Position, live: LiveGeneration
+    ) -> None:
+        """When `live` (left running by a request answered empty at its deadline) ends with a
+        suggestion while the document is unchanged, tell the client (`coderLsp/completionReady`
+        {textDocument: {uri, version}, position}) so that it asks again if its cursor is still
+        there: the answer then comes from the finished generation at once."""
+
+        async def watch() -> None:
+            if not await asyncio.to_thread(live.wait_finished, READY_WATCH_S):
+                return
+            result = live.result
+            if result is None or not result.text or self.version_of(uri) != version:
+                return
+            params = {
+                "textDocument": {"uri": uri, "version": version},
+                "position": {"line": position.line, "character": position.character},
+            }
+            self.protocol.notify(COMPLETION_READY, params)
+
+        task = asyncio.ensure_future(watch())
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
 
     def version_of(self, uri: str) -> int | None:
         """The open buffer's version of `uri` (None when it is not open)."""

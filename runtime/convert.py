@@ -15,14 +15,22 @@ one dequantized tensor at a time (the notes measured 15-21 GB peaks for export +
 - logits only for the last `logits_to_keep` positions: prefill pays for one row of the vocab
   projection, speculative verification asks for k+1.
 
+At precision `fp16-int4` (GPU hosts) the same graph computes in fp16: int4 `MatMulNBits` with
+fp16 scales, fp16 embeddings, norms, biases, rotary tables, attention and KV buffers; only the
+vocabulary projection of the kept rows runs on fp32 activations, so logits stay fp32 for
+sampling (fp16 logits around 16 are 1/64 apart: greedy argmax would see false ties).
+
 Inputs: input_ids [B, S] int64, seqlens_k [B] int32 (valid length - 1), total_sequence_length []
-int32, logits_to_keep [1] int64, past_key_i / past_value_i [B, kv_heads, capacity, head_dim].
-Outputs: logits [B, keep, vocab], present_key_i / present_value_i (bound to the past buffers).
+int32, logits_to_keep [1] int64, past_key_i / past_value_i [B, kv_heads, capacity, head_dim]
+(float32, or float16 at fp16 precisions: `ModelConfig.activation_dtype`).
+Outputs: logits [B, keep, vocab] float32, present_key_i / present_value_i (bound to the past
+buffers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.config import NUMERICS_PROBE, PRECISIONS, PROBE_K, PROBE_N, ModelConfig
+from runtime.config import (
+    NUMERICS_PROBE,
+    PRECISIONS,
+    PROBE_K,
+    PROBE_N,
+    ModelConfig,
+    activation_dtype,
+    weight_precision,
+)
 from runtime.weights import WeightSource, canonical_names, layer_name
 
 BLOCK_SIZE = 32
@@ -142,16 +158,19 @@ def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class GraphBuilder:
     """Collects nodes and initializers with unique names; `linear` writes a matrix product in
-    the build's precision (int4 / int8 with `block_size`-wide blocks, w8a8 or fp32)."""
+    the build's weight precision (int4 / int8 with `block_size`-wide blocks, w8a8 or fp32) on
+    activations of its dtype (`dtype`: float32, or float16 at `fp16-*` precisions)."""
 
     def __init__(
         self, data: ExternalDataWriter, precision: str, block_size: int = BLOCK_SIZE
     ) -> None:
         self.data = data
-        self.precision = precision
+        self.precision = weight_precision(precision)
+        self.dtype = np.dtype(activation_dtype(precision))
+        self.tensor_type = helper.np_dtype_to_tensor_dtype(self.dtype)
         self.block_size = block_size
         self.nodes: list[onnx.NodeProto] = []
-        if precision == "w8a8":
+        if self.precision == "w8a8":
             # Shared by every w8a8 linear: the row-max axis, 1/127, the smallest row scale
             # (an all-zero row must not divide by zero), and u8 zero point 128 (symmetric int8
             # shifted into uint8: ONNX Runtime's fast integer GEMM is u8 x s8).
@@ -183,11 +202,31 @@ class GraphBuilder:
         )
         return list(outputs)
 
-    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
-        """x @ weight.T (+ bias) for a [N, K] weight, quantized per the build's precision."""
+    def constant(self, name: str, array: np.ndarray) -> str:
+        """A float initializer (norm weights, biases, rotary tables) in the activation dtype."""
+        return self.data.add(name, array.astype(self.dtype))
+
+    def cast(self, x: str, source: np.dtype, target: np.dtype, name: str) -> str:
+        """x converted from `source` to `target` dtype: a Cast node, or x itself if they match."""
+        if source == target:
+            return x
+        return self.node("Cast", [x], name, to=helper.np_dtype_to_tensor_dtype(target))[0]
+
+    def linear(
+        self,
+        x: str,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        name: str,
+        dtype: np.dtype | None = None,
+    ) -> str:
+        """x @ weight.T (+ bias) for a [N, K] weight, quantized per the build's precision;
+        x is of the build's activation dtype unless `dtype` says otherwise."""
+        dtype = self.dtype if dtype is None else dtype
         n, k = weight.shape
         if self.precision == "fp32":
-            out = self.node("MatMul", [x, self.data.add(f"{name}.weight", weight.T)], name)[0]
+            matrix = self.data.add(f"{name}.weight", weight.T.astype(dtype))
+            out = self.node("MatMul", [x, matrix], name)[0]
         elif self.precision == "w8a8":
             out = self._integer_linear(x, weight, name)
         else:
@@ -196,7 +235,7 @@ class GraphBuilder:
             inputs = [
                 x,
                 self.data.add(f"{name}.qweight", packed),
-                self.data.add(f"{name}.scales", scales),
+                self.data.add(f"{name}.scales", scales.astype(dtype)),
                 self.data.add(f"{name}.zero_points", zero_points),
             ]
             out = self.node(
@@ -212,7 +251,8 @@ class GraphBuilder:
             )[0]
         if bias is None:
             return out
-        return self.node("Add", [out, self.data.add(f"{name}.bias", bias)], f"{name}/bias")[0]
+        bias_name = self.data.add(f"{name}.bias", bias.astype(dtype))
+        return self.node("Add", [out, bias_name], f"{name}/bias")[0]
 
     def _integer_linear(self, x: str, weight: np.ndarray, name: str) -> str:
         """x [B, S, K] @ weight.T in integers: each row of x quantized to int8 by its own
@@ -300,11 +340,12 @@ def convert_to_onnx(
         _io("logits_to_keep", TensorProto.INT64, [1]),
     ]
     outputs = [_io("logits", TensorProto.FLOAT, [batch, "kept", config.vocab_size])]
+    kv_type = graph.tensor_type
     for layer in range(config.num_layers):
-        inputs += [_io(name, TensorProto.FLOAT, kv_shape) for name in kv_input_names(layer)]
-        outputs += [_io(name, TensorProto.FLOAT, kv_shape) for name in kv_output_names(layer)]
+        inputs += [_io(name, kv_type, kv_shape) for name in kv_input_names(layer)]
+        outputs += [_io(name, kv_type, kv_shape) for name in kv_output_names(layer)]
     _save(graph, data, inputs, outputs, out_dir / "model.onnx")
-    config.save(out_dir / "config.json")
+    replace(config, activation_dtype=graph.dtype.name).save(out_dir / "config.json")
     write_numerics_probe(out_dir, precision)
 
 
@@ -326,8 +367,8 @@ def _save(
 
 def write_numerics_probe(out_dir: Path, precision: str) -> None:
     """Write out_dir/numerics_probe.onnx: one product of random weights at `precision`,
-    x [rows, K] -> y [rows, N], which `runtime.numerics` runs on the loading machine to learn
-    whether its kernels score a lone row as they score it among others."""
+    x [rows, K] -> y [rows, N] in its activation dtype, which `runtime.numerics` runs on the
+    loading machine to learn whether its kernels score a lone row as among others."""
     weight = np.random.default_rng(7).standard_normal((PROBE_N, PROBE_K)).astype(np.float32)
     data = ExternalDataWriter(out_dir / f"{NUMERICS_PROBE}.data")
     graph = GraphBuilder(data, precision)
@@ -336,12 +377,12 @@ def write_numerics_probe(out_dir: Path, precision: str) -> None:
         graph.node("Identity", [product], "y", outputs=["y"])
     finally:
         data.close()
-    inputs = [_io("x", TensorProto.FLOAT, ["rows", PROBE_K])]
+    inputs = [_io("x", graph.tensor_type, ["rows", PROBE_K])]
     _save(
         graph,
         data,
         inputs,
-        [_io("y", TensorProto.FLOAT, ["rows", PROBE_N])],
+        [_io("y", graph.tensor_type, ["rows", PROBE_N])],
         out_dir / NUMERICS_PROBE,
     )
 
@@ -415,12 +456,12 @@ def _build_decoder(
     # fp16 halves the table; Gather touches only S rows of it per step.
     table = graph.data.add("embed_tokens.weight", embedding.astype(np.float16))
     del embedding
-    gathered = graph.node("Gather", [table, "input_ids"], "embed")[0]
-    residual = graph.node("Cast", [gathered], "embed/cast", to=TensorProto.FLOAT)[0]
+    gathered = graph.node("Gather", [table, "input_ids"], "embed")[0]  # [B, S, hidden] fp16
+    residual = graph.cast(gathered, np.dtype(np.float16), graph.dtype, "embed/cast")
 
     cos, sin = rotary_caches(config, min(config.max_position_embeddings, MAX_CONTEXT))
-    cos_name = graph.data.add("rotary.cos", cos)
-    sin_name = graph.data.add("rotary.sin", sin)
+    cos_name = graph.constant("rotary.cos", cos)
+    sin_name = graph.constant("rotary.sin", sin)
     q_width = config.num_heads * config.head_dim
     kv_width = config.num_kv_heads * config.head_dim
     eps = config.rms_norm_eps
@@ -433,7 +474,7 @@ def _build_decoder(
         def weight(tensor: str, layer: int = layer) -> np.ndarray:
             return read(layer_name(layer, tensor))
 
-        norm_weight = graph.data.add(
+        norm_weight = graph.constant(
             f"{prefix}.input_norm.weight", weight("input_layernorm.weight")
         )
         if layer_output is None:
@@ -482,7 +523,7 @@ def _build_decoder(
             attention, weight("self_attn.o_proj.weight"), None, f"{prefix}/o_proj"
         )
 
-        post_norm = graph.data.add(
+        post_norm = graph.constant(
             f"{prefix}.post_norm.weight", weight("post_attention_layernorm.weight")
         )
         normed, residual = _skip_norm(
@@ -512,9 +553,9 @@ def _build_head(
     read: Callable[[str], np.ndarray],
     hidden: tuple[str, str],
 ) -> None:
-    """Final norm, keep the last `logits_to_keep` positions, project to the vocabulary."""
+    """Final norm, keep the last `logits_to_keep` positions, project to the vocabulary (fp32)."""
     layer_output, residual = hidden
-    norm_weight = graph.data.add("final_norm.weight", read("model.norm.weight"))
+    norm_weight = graph.constant("final_norm.weight", read("model.norm.weight"))
     normed = graph.node(
         "SkipSimplifiedLayerNormalization",
         [layer_output, residual, norm_weight],
@@ -527,5 +568,8 @@ def _build_head(
     end = graph.data.add("keep_end", np.array([np.iinfo(np.int64).max]))
     axis = graph.data.add("keep_axis", np.array([1]))
     kept = graph.node("Slice", [normed, start, end, axis], "keep_last")[0]  # [B, keep, hidden]
-    logits = graph.linear(kept, read("lm_head.weight"), None, "lm_head")
+    # Logits are fp32 at every precision: sampling compares them (fp16 would tie near-equals).
+    single = np.dtype(np.float32)
+    kept = graph.cast(kept, graph.dtype, single, "keep_last/cast")
+    logits = graph.linear(kept, read("lm_head.weight"), None, "lm_head", dtype=single)
     graph.node("Identity", [logits], "logits", outputs=["logits"])

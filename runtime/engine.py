@@ -194,7 +194,10 @@ class LocalEngine(TokenizingEngine):
         prepared = models.prepare(options.model, options.precision, progress=progress)
         draft_name = options.draft_model if options.draft_model != options.model else None
         session_options = SessionOptions(
-            provider=options.provider, threads=options.threads, spin_after_run=draft_name is None
+            provider=options.provider,
+            threads=options.threads,
+            spin_after_run=draft_name is None,
+            context_window=options.context_window,  # TensorRT's shape profile
         )
         with _loading(prepared):
             session = create_session(prepared.onnx_path, session_options)

@@ -18,7 +18,8 @@ class KVCache:
 
     Buffers are [1, kv_heads, capacity + 1, head_dim] OrtValues bound as both the graph's past
     input and its present output, so GroupQueryAttention writes new positions in place (the last
-    position is the graph's scratch row, see runtime.convert). `tokens` lists
+    position is the graph's scratch row, see runtime.convert), of the graph's KV dtype
+    (`ModelConfig.kv_dtype`: float32, or float16 for fp16 graphs). `tokens` lists
     what positions 0..length-1 hold; anything past `length` is garbage the graph never reads
     (attention is bounded by `seqlens_k`), which makes truncation free.
     """
@@ -27,8 +28,9 @@ class KVCache:
         # One slot more than `capacity`: the graph's attention writes a scratch row there.
         shape = [1, config.num_kv_heads, capacity + 1, config.head_dim]
         self.capacity = capacity
-        self.keys = [self._zeros(shape, device) for _ in range(config.num_layers)]
-        self.values = [self._zeros(shape, device) for _ in range(config.num_layers)]
+        dtype = config.kv_dtype
+        self.keys = [self._zeros(shape, dtype, device) for _ in range(config.num_layers)]
+        self.values = [self._zeros(shape, dtype, device) for _ in range(config.num_layers)]
         self.tokens: list[int] = []
         self.nbytes = self.bytes_for(config, capacity)
 
@@ -38,10 +40,10 @@ class KVCache:
         return config.kv_bytes_per_token() * (capacity + 1)
 
     @staticmethod
-    def _zeros(shape: list[int], device: str) -> ort.OrtValue:
+    def _zeros(shape: list[int], dtype: np.dtype, device: str) -> ort.OrtValue:
         if device == "cpu":
-            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32))
-        return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
+            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=dtype))
+        return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, 0)
 
     @property
     def length(self) -> int:

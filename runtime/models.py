@@ -69,10 +69,10 @@ def machine_precision(cpu_flags_path: Path = Path("/proc/cpuinfo")) -> str:
     """The precision that runs fastest here, as measured (bench/RESULTS.md): `w8a8` on a CPU
     with AMX int8 (its integer GEMM reads prompts 6-7x faster than int4's kernel there) or
     AVX-512 VNNI (an AMD EPYC without AMX: prompts 2x faster, 170 vs 84 tokens/s for the 1.5B),
-    else `int4` (other CPUs, and GPU builds of ONNX Runtime, whose int4 kernels are the mature
-    ones)."""
+    else `int4`; with a CUDA or TensorRT provider `fp16-int4`, the graph a GPU runs whole (CUDA
+    GroupQueryAttention takes fp16 only; validated on the CPU, never timed on a GPU)."""
     if device_of(choose_providers("auto", onnxruntime.get_available_providers())) != "cpu":
-        return "int4"
+        return "fp16-int4"
     try:
         flags = cpu_flags_path.read_text(errors="replace")
     except OSError:
@@ -236,7 +236,7 @@ class PreparedModel:
 
     @property
     def precision(self) -> str:
-        """Weight precision of the converted graph: int4, int8 or fp32."""
+        """Precision of the converted graph: one of `runtime.config.PRECISIONS`."""
         return str(self.manifest["precision"])
 
     def load_error(self, exc: Exception) -> ModelError:

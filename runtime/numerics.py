@@ -25,6 +25,7 @@ from runtime.config import NUMERICS_PROBE, PROBE_K
 logger = logging.getLogger(__name__)
 
 PROBE_ROWS = 3
+_INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 @functools.cache
@@ -34,7 +35,8 @@ def rows_are_independent(probe: Path, providers: tuple[str, ...], threads: int) 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(probe), options, providers=list(providers))
-    rows = np.random.default_rng(8).standard_normal((PROBE_ROWS, PROBE_K)).astype(np.float32)
+    dtype = _INPUT_DTYPES[session.get_inputs()[0].type]  # the probe's precision's activations
+    rows = np.random.default_rng(8).standard_normal((PROBE_ROWS, PROBE_K)).astype(dtype)
     together = session.run(None, {"x": rows})[0]  # [rows, N]
     alone = [session.run(None, {"x": rows[i : i + 1]})[0] for i in range(PROBE_ROWS)]
     independent = bool(np.array_equal(together, np.concatenate(alone)))

@@ -6,8 +6,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
+
+from runtime.config import ModelConfig
+from runtime.convert import kv_input_names
+from runtime.generate import PREFILL_CHUNK
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,14 @@ class SessionOptions:
     # but keeps it within runs: turning spinning off altogether cost 10-17 % a step.
     spin_after_run: bool = True
     parallel_prepack: bool = True
+    # False: the CPU provider is left out and ONNX Runtime's session.disable_cpu_ep_fallback
+    # set, so opening fails, naming the nodes, if any node would need the CPU provider.
+    cpu_fallback: bool = True
+    # TensorRT builds one engine per shape profile: from one token to `max_batch` sequences of
+    # `max_rows` new tokens (a prefill chunk) over a KV buffer of `context_window` + 1 positions.
+    context_window: int = 4096
+    max_batch: int = 1
+    max_rows: int = PREFILL_CHUNK
 
 
 def choose_providers(requested: str, available: list[str]) -> list[str]:
@@ -48,13 +61,21 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     else:
         name = _PROVIDER_NAMES[requested]
         if name not in available:
-            raise ProviderError(
-                f"provider {requested!r} is not in this onnxruntime build "
-                f"(available: {', '.join(available)}); on a GPU host install coder-lsp[gpu]"
-            )
+            raise ProviderError(_missing(requested, available))
         chosen = [name] if requested != "cpu" else []
+        if requested == "tensorrt" and _PROVIDER_NAMES["cuda"] in available:
+            # TensorRT takes standard ONNX operators only: GroupQueryAttention and MatMulNBits
+            # (com.microsoft) are left to the CUDA provider rather than to the CPU.
+            chosen.append(_PROVIDER_NAMES["cuda"])
     # The CPU provider always comes last: it runs whatever the GPU providers do not take.
     return [*chosen, "CPUExecutionProvider"]
+
+
+def _missing(requested: str, available: list[str]) -> str:
+    return (
+        f"provider {requested!r} is not in this onnxruntime build "
+        f"(available: {', '.join(available)}); on a GPU host install coder-lsp[gpu]"
+    )
 
 
 def device_of(providers: list[str]) -> str:
@@ -64,9 +85,50 @@ def device_of(providers: list[str]) -> str:
     )
 
 
+def _kv_shapes(config: ModelConfig, batch: int, rows: int, window: int) -> str:
+    """A TensorRT shape list: input_ids [batch, rows] and every KV input
+    [batch, kv_heads, window + 1, head_dim] (the cache's positions and its scratch row)."""
+    kv = f"{batch}x{config.num_kv_heads}x{window + 1}x{config.head_dim}"
+    names = [name for layer in range(config.num_layers) for name in kv_input_names(layer)]
+    return ",".join([f"input_ids:{batch}x{rows}", *(f"{name}:{kv}" for name in names)])
+
+
+def tensorrt_options(model_dir: Path, options: SessionOptions) -> dict[str, str]:
+    """TensorRT provider options for the model in `model_dir`: fp16 kernels for an fp16 graph,
+    engines and timing cached in `model_dir`/tensorrt (built once per shape profile, then
+    loaded), and one profile from a one-token step (min, opt: decoding is the hot path) to
+    `max_batch` sequences of a `max_rows`-token prefill chunk (max)."""
+    config = ModelConfig.load(model_dir / "config.json")
+    engines = str(model_dir / "tensorrt")
+    window = options.context_window
+    return {
+        "trt_fp16_enable": str(config.activation_dtype == "float16"),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": engines,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": engines,
+        "trt_profile_min_shapes": _kv_shapes(config, 1, 1, window),
+        "trt_profile_opt_shapes": _kv_shapes(config, 1, 1, window),
+        "trt_profile_max_shapes": _kv_shapes(config, options.max_batch, options.max_rows, window),
+    }
+
+
 def create_session(model_path: Path, options: SessionOptions) -> ort.InferenceSession:
     """Open `model_path` with the chosen providers; logs which provider won."""
     providers = choose_providers(options.provider, ort.get_available_providers())
+    if not options.cpu_fallback:
+        # ONNX Runtime refuses the CPU provider in the list when fallback to it is disabled.
+        providers = [name for name in providers if name != _PROVIDER_NAMES["cpu"]]
+        if not providers:
+            raise ProviderError(
+                "no GPU provider in this onnxruntime build "
+                f"(available: {', '.join(ort.get_available_providers())}): "
+                "without CPU fallback nothing could run"
+            )
+    provider_options: list[dict[str, Any]] = [
+        tensorrt_options(model_path.parent, options) if name == _PROVIDER_NAMES["tensorrt"] else {}
+        for name in providers
+    ]
     session_options = ort.SessionOptions()
     session_options.intra_op_num_threads = options.threads or (os.cpu_count() or 1)
     session_options.inter_op_num_threads = 1
@@ -79,7 +141,11 @@ def create_session(model_path: Path, options: SessionOptions) -> ort.InferenceSe
     # weights are then file-backed pages.)
     if options.parallel_prepack:
         session_options.add_session_config_entry("session.prepack.enable_parallel", "1")
-    session = ort.InferenceSession(str(model_path), session_options, providers=providers)
+    if not options.cpu_fallback:
+        session_options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    session = ort.InferenceSession(
+        str(model_path), session_options, providers=providers, provider_options=provider_options
+    )
     logger.info(
         "loaded %s with providers %s (%d threads)",
         model_path.parent.name,

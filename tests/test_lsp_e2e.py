@@ -250,3 +250,28 @@ async def test_surrogates_and_huge_documents_never_crash(
     result = await client.text_document_inline_completion_async(inline_params(huge, last, 11))
     assert result is None or isinstance(result, types.InlineCompletionList)
     assert (await execute(client, "coderLsp.status"))["state"] == "ready"
+
+
+async def test_a_suggestion_over_budget_is_announced_when_ready(
+    client: LanguageClient, workspace: Path
+) -> None:
+    # A budget nothing fits in: the answer is empty and the generation goes on.
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"maxLatencyMs": 1})
+    )
+    try:
+        uri = (workspace / "budget.py").as_uri()
+        text = "def circle_area(radius):\n    return "
+        open_document(client, uri, text, version=7)
+        ready = asyncio.ensure_future(client.wait_for_notification("coderLsp/completionReady"))
+        assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11)) is None
+        params = await asyncio.wait_for(ready, 120)
+        assert params.textDocument.uri == uri and params.textDocument.version == 7
+        assert (params.position.line, params.position.character) == (1, 11)
+        # Asked again, as the editor does on that notification: the finished answer, at once.
+        again = await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+        assert again is not None and again.items[0].insert_text.strip()
+    finally:
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"maxLatencyMs": 1000})
+        )

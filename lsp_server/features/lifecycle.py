@@ -77,6 +77,8 @@ def register(server: CoderLanguageServer) -> None:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CoderLanguageServer, params: None) -> None:
         ls.workspaces.close()
+        if ls.pipeline is not None:
+            ls.pipeline.close()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(

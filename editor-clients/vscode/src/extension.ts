@@ -12,6 +12,8 @@ import { ServerState, StatusItem } from './status';
 
 const SECTION = 'coderLsp';
 const STATUS_COMMAND = 'coderLsp.status';
+/** The server's word that a suggestion it could not wait for is ready (see the README). */
+const COMPLETION_READY = 'coderLsp/completionReady';
 const POLL_MS = 1000;
 
 let client: LanguageClient | undefined;
@@ -29,6 +31,27 @@ function toWireItem(item: vscode.InlineCompletionItem): WireItem {
     ? { title: item.command.title, command: item.command.command, arguments: item.command.arguments }
     : undefined;
   return { insertText: text, command };
+}
+
+interface CompletionReady {
+  textDocument: { uri: string; version: number | null };
+  position: { line: number; character: number };
+}
+
+/** Ask for inline suggestions again when the ready one is for the editor and cursor as they are. */
+function onCompletionReady(params: CompletionReady): void {
+  const editor = vscode.window.activeTextEditor;
+  if (!editor || editor.document.uri.toString() !== params.textDocument.uri) {
+    return;
+  }
+  const cursor = editor.selection.active;
+  const same =
+    editor.document.version === params.textDocument.version &&
+    cursor.line === params.position.line &&
+    cursor.character === params.position.character;
+  if (same && editor.selection.isEmpty) {
+    void vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
+  }
 }
 
 /** Wire the client, status bar, commands and settings; everything is disposed on deactivate. */
@@ -67,6 +90,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   client = new LanguageClient('coderLsp', 'coder-lsp', serverOptions, clientOptions);
   const current = client;
   context.subscriptions.push(
+    current.onNotification(COMPLETION_READY, onCompletionReady),
     current.onDidChangeState((event) => {
       if (event.newState === State.Stopped) {
         status.setState('stopped');

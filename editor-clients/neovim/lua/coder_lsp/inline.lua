@@ -459,4 +459,26 @@ function M.toggle()
   return M.enabled
 end
 
+--- The server's `coderLsp/completionReady`: a suggestion it could not wait for is ready. Ask
+--- again when the buffer, its version and the cursor are still as they were.
+function M.on_ready(params)
+  if M.native() or type(params) ~= 'table' or type(params.textDocument) ~= 'table' then
+    return
+  end
+  local bufnr = vim.uri_to_bufnr(params.textDocument.uri)
+  local state = buffers[bufnr]
+  local client = client_of(state)
+  if not client or state.suggestion or bufnr ~= api.nvim_get_current_buf() or not in_insert_mode() then
+    return
+  end
+  if params.textDocument.version ~= vim.lsp.util.buf_versions[bufnr] then
+    return
+  end
+  local row, col = cursor()
+  local line = api.nvim_buf_get_lines(bufnr, row, row + 1, true)[1] or ''
+  if row == params.position.line and byte_col(line, params.position.character, client.offset_encoding) == col then
+    request(bufnr, TRIGGER_AUTOMATIC)
+  end
+end
+
 return M

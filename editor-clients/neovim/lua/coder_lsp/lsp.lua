@@ -84,7 +84,12 @@ function M.client_config(root)
     workspace_folders = { { uri = vim.uri_from_fname(root), name = vim.fn.fnamemodify(root, ':t') } },
     init_options = opts.settings,
     capabilities = M.capabilities(),
-    handlers = { ['$/progress'] = on_progress },
+    handlers = {
+      ['$/progress'] = on_progress,
+      ['coderLsp/completionReady'] = function(_, params)
+        require('coder_lsp.inline').on_ready(params)
+      end,
+    },
     on_init = function()
       M.state = { value = 'loading', detail = 'starting' }
     end,
