@@ -773,7 +773,8 @@ async def run_server(
     problem = check_imports(sys.executable, cwd, env)
     if problem:
         return ConfigRun(name, [], problem)
-    options = {"model": args.model} if args.model else {}
+    options: dict[str, Any] = {"model": args.model} if args.model else {}
+    options.update(args.variants.get(name, {}))
     driver = ServerDriver(
         name,
         [sys.executable, "-m", "lsp_server"],
@@ -878,6 +879,10 @@ class PromptEngine(TokenizingEngine):
     def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
         """Unknown: there is no model here."""
         return None
+
+    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
+        """Nothing to read: there is no model here."""
+        return 0
 
 
 class LlamaDriver:
@@ -1211,11 +1216,12 @@ def run_configs(args: argparse.Namespace, scratch: Path) -> tuple[list[ConfigRun
         "timeout_s": args.timeout_s,
     }
     chosen = [name for name in CONFIGS if name in args.configs.split(",")]
+    chosen[1:1] = list(args.variants)  # working-tree variants run right after `new`
     runs: list[ConfigRun] = []
     for name in chosen:
         started = time.monotonic()
-        if name == "new":
-            runs.append(asyncio.run(run_server("new", REPO, args, workspace, sessions)))
+        if name == "new" or name in args.variants:
+            runs.append(asyncio.run(run_server(name, REPO, args, workspace, sessions)))
         elif name == "today":
             tree = scratch / f"baseline-{args.baseline}"
             try:
@@ -1253,8 +1259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a new temp dir)")
     parser.add_argument("--plot", type=Path, help="write the latency CDF here (PNG)")
     parser.add_argument("--json", type=Path, help="write every pause here")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="the working tree with these settings too, e.g. fast='{\"maxLatencyMs\": 600}'",
+    )
     parser.add_argument("--llama-worker", nargs=2, help=argparse.SUPPRESS)  # WORKSPACE OUT
     args = parser.parse_args(argv)
+    args.variants = _variants(parser, args.variant)
     unknown = set(args.configs.split(",")) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
@@ -1276,6 +1290,21 @@ def main(argv: list[str] | None = None) -> int:
         plot(runs, meta, args.plot)
     print(report(runs, meta))
     return 0 if all(not run.failure for run in runs) else 1
+
+
+def _variants(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, dict[str, Any]]:
+    """NAME=JSON settings objects of the working-tree variants, by name."""
+    variants: dict[str, dict[str, Any]] = {}
+    for item in given:
+        name, _, settings = item.partition("=")
+        try:
+            options = json.loads(settings)
+        except json.JSONDecodeError as error:
+            parser.error(f"--variant {name}: not JSON ({error})")
+        if not name or name in CONFIGS or not isinstance(options, dict):
+            parser.error(f"--variant takes NAME=JSON-object with a new name, got {item!r}")
+        variants[name] = options
+    return variants
 
 
 if __name__ == "__main__":

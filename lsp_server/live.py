@@ -13,16 +13,35 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from context.prompt import Prompt
 from lsp_server.postprocess import CursorContext
-from runtime.generate import CancellationToken
-
-if TYPE_CHECKING:
-    from lsp_server.pipeline import Completion
+from runtime.generate import CancellationToken, GenerationResult
 
 OPENERS, CLOSERS = "([{", ")]}"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a request produced and what it cost."""
+
+    text: str  # what to insert at the cursor ("" when nothing is worth showing)
+    replace_chars: int  # characters after the cursor the text replaces (auto-closed brackets)
+    prompt: Prompt
+    result: GenerationResult
+    latency_ms: float
+    # "model"; "forward_cache": the rest of the last suggestion, no model call; "continuation":
+    # the model continuing the last generation after the user typed or accepted all of it.
+    source: str = "model"
+
+    # The generation still running for it when it was answered early (first lines, or empty at
+    # the deadline): its whole answer lands in the forward cache when it ends.
+    pending: LiveGeneration | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether its generation was cancelled before it ended."""
+        return self.result.finish_reason == "cancelled"
 
 
 def after_heal(generated: str, heal: str) -> str:

@@ -35,7 +35,7 @@ class ServerOptions:
     # The time a suggestion may take from the request (0: no limit, wait for the whole
     # answer). Within it a block answer is shown as soon as its first whole lines are written
     # and the rest is generated in the background (lsp_server/live.py).
-    max_latency_ms: int = 1000
+    max_latency_ms: int = 900
     context_budget: int = 1024  # tokens of repository context
     use_context: bool = True
     # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.

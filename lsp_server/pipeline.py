@@ -30,7 +30,7 @@ from lsp_server.forward_cache import (
     Prediction,
     accepted_token_count,
 )
-from lsp_server.live import LiveGeneration, after_heal
+from lsp_server.live import Completion, LiveGeneration, after_heal
 from lsp_server.postprocess import CursorContext, postprocess, stop_rule
 from lsp_server.warmup import CacheWarmer
 from runtime.engine import Engine
@@ -41,29 +41,6 @@ logger = logging.getLogger(__name__)
 
 class CompletionRefused(Exception):
     """The file must not reach a model (a secret, or excluded by .gitignore): nothing is sent."""
-
-
-@dataclass(frozen=True)
-class Completion:
-    """What a request produced and what it cost."""
-
-    text: str  # what to insert at the cursor ("" when nothing is worth showing)
-    replace_chars: int  # characters after the cursor the text replaces (auto-closed brackets)
-    prompt: Prompt
-    result: GenerationResult
-    latency_ms: float
-    # "model"; "forward_cache": the rest of the last suggestion, no model call; "continuation":
-    # the model continuing the last generation after the user typed or accepted all of it.
-    source: str = "model"
-
-    # The generation still running for it when it was answered early (first lines, or empty at
-    # the deadline): its whole answer lands in the forward cache when it ends.
-    pending: LiveGeneration | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether its generation was cancelled before it ended."""
-        return self.result.finish_reason == "cancelled"
 
 
 def tokenizable(text: str) -> str:
@@ -259,8 +236,7 @@ class CompletionPipeline:
 
         def job(cancel: CancellationToken) -> None:
             prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
-            ids = self.engine.encode_prompt(prompt.segments)
-            self.engine.complete(ids, GenerationConfig(max_new_tokens=1, lookup=False), cancel)
+            self.engine.prefill(self.engine.encode_prompt(prompt.segments), cancel)
 
         self.warmer.start(job)
 
@@ -314,7 +290,6 @@ class CompletionPipeline:
         with self._live_lock:
             if self._live is not None:
                 self._live.cancel.cancel()
-        self.warmer.stop()
         path, text, offset = request.path, request.text, request.offset
         source, heal = "model", ""
         if hit is not None and hit.continuation is not None:
@@ -332,10 +307,13 @@ class CompletionPipeline:
         quick = self._quick(request, prompt_ids, deadline) if source == "model" else None
         if quick is not None:
             # The target would not read this prompt in time: the small model answers from a
-            # short in-file prompt, and the target reads the whole one once it is done.
+            # short in-file prompt, and the target reads the whole one meanwhile (a warm-up
+            # already doing so goes on: the two take turns, a warm-up chunk at a time).
             prompt, prompt_ids, heal = quick.prompt, quick.ids, quick.prompt.heal
             config = replace(config, small_model=True)
             source = "small_model"
+        else:
+            self.warmer.stop()
         live = LiveGeneration(str(path), text[:offset], text[offset:], heal, cursor, prompt)
         if cancel is not None:
             live.cancel = cancel

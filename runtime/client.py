@@ -117,6 +117,10 @@ class RemoteEngine(TokenizingEngine):
         """Unknown here: the server's caches are its own (and shared with other users)."""
         return None
 
+    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
+        """Nothing: the server's cache is shared with other users, so it is not warmed."""
+        return 0
+
     def complete(
         self,
         prompt: Sequence[int],

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 # after their first long prefill.
 PRIOR_PREFILL_MS_PER_TOKEN = 6.0
 PRIOR_SMALL_PREFILL_MS_PER_TOKEN = 2.0
+# A warm-up reads its prompt in chunks this long, one hold of the engine each.
+WARM_CHUNK = 128
 
 # A prompt as text pieces; special pieces are control tokens, never tokenized from text.
 PromptSegments = Sequence[tuple[str, bool]]
@@ -129,6 +131,11 @@ class Engine(Protocol):
     def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
         """The expected time to read the part of `prompt` the model's cache lacks (the small
         model's with `small_model`); None when the engine cannot tell or has no such model."""
+        ...
+
+    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
+        """Read `prompt` into the model's cache without generating (a warm-up); returns the
+        tokens of it the cache holds."""
         ...
 
 
@@ -267,6 +274,23 @@ class LocalEngine(TokenizingEngine):
             self.prefill_rate.record(result)
         return self._logged(result, "target")
 
+    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
+        """Read `prompt` into the target's cache without generating (a warm-up), a chunk of
+        WARM_CHUNK tokens per hold of the engine, so that a generation that comes meanwhile
+        (the small model's quick answer) waits one chunk at most instead of the whole prompt.
+        Stops when cancelled; returns the tokens of `prompt` the cache holds."""
+        cached = 0
+        while cancel is None or not cancel.cancelled:
+            with self._lock:
+                kv, cached = self.cache.acquire(prompt)
+                if cached >= len(prompt):
+                    return cached
+                chunk = prompt[cached : cached + WARM_CHUNK]
+                started = time.monotonic()
+                self.runner.forward(kv, chunk)
+                self.prefill_rate.learn(len(chunk), (time.monotonic() - started) * 1000)
+        return cached
+
     def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
         """The expected time to read the part of `prompt` the model's cache lacks, from the
         prefill rate measured on earlier requests (a prior until then)."""
@@ -302,8 +326,13 @@ class PrefillRate:
     weight: float = 0.3  # of the newest measurement
 
     def record(self, result: GenerationResult) -> None:
-        """Learn from one request's prefill (uncached tokens and their time)."""
-        read = result.prompt_tokens - result.cached_tokens
-        if read >= self.min_tokens and result.prefill_ms > 0:
-            measured = result.prefill_ms / read
-            self.ms_per_token += self.weight * (measured - self.ms_per_token)
+        """Learn from one request's prefill (uncached tokens and their time), unless it was
+        interrupted before it ended (then its time covers only part of the tokens)."""
+        interrupted = result.finish_reason in ("cancelled", "deadline") and not result.token_ids
+        if not interrupted:
+            self.learn(result.prompt_tokens - result.cached_tokens, result.prefill_ms)
+
+    def learn(self, tokens: int, elapsed_ms: float) -> None:
+        """Learn from `tokens` read in `elapsed_ms`."""
+        if tokens >= self.min_tokens and elapsed_ms > 0:
+            self.ms_per_token += self.weight * (elapsed_ms / tokens - self.ms_per_token)

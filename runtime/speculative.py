@@ -35,27 +35,23 @@ from runtime.kv_cache import KVCache
 from runtime.tokenizer import QwenTokenizer
 
 LOOKUP_MAX_NGRAM = 3
-# Shortest tail n-gram whose match is worth a verify pass: single-token matches were mostly
-# wrong on code (int4 1.5B: 4 of 21 accepted), and with a draft model (~77 % acceptance) only
-# 3-gram matches beat it.
+# Shortest tail n-gram whose match is worth a verify pass, without and with a draft model
+# (measured: bench/RESULTS.md, "Speculation constants").
 LOOKUP_MIN_NGRAM = 2
 LOOKUP_MIN_NGRAM_WITH_DRAFT = 3
 # Where neither source has a draft, a one-token guess from any n-gram match (1-grams included):
 # wrong more often than right on code, but it pays wherever a second row costs little (a pass
-# padded to two rows anyway; w8a8 here, ~1.05x a row for two). Its own acceptance decides.
+# padded to two rows anyway, or w8a8). Its own acceptance decides (measured: bench/RESULTS.md,
+# "Speculation constants").
 GUESS_ACCEPTANCE = 0.2
-# Longest lookup draft. A copied run is often long, and on w8a8 a row costs a few % of a pass
-# (1.5B: 16 rows cost 1.40x one), so 12 beat 4 by ~5 % tokens/s (A/B, 2026-12-04, on the
-# bench's old items, whose body was still in the suffix: copy-friendly); the cost-aware length
-# keeps it shorter where rows are dear.
+# Longest lookup draft. A copied run is often long and on w8a8 extra rows are cheap; the
+# cost-aware length keeps it shorter where rows are dear (measured: bench/RESULTS.md,
+# "Speculation constants").
 MAX_LOOKUP = 12
 # A draft model's proposal ends after a token it gave less than this probability, its length
-# then only a bound (`DraftSource.min_confidence`). Measured on bench.speculative's real holes
-# (the 0.5B teacher-forced on the 1.5B's 12 outputs, 768 tokens): the 0.5B agrees with the
-# 1.5B on 100 % of the tokens it gives >= 0.99, 95 % at 0.9-0.99, 84 % at 0.7-0.9, 67 % at
-# 0.5-0.7, 22 % below 0.3. Replaying that with this machine's costs (a draft step 0.39 of a
-# target step), the best fixed k (2) gives 1.38x, stopping below 0.8 with k <= 8 1.53x; 0.7
-# and 0.9 are within 2 % of it.
+# then only a bound (`DraftSource.min_confidence`). Chosen from the draft's agreement with the
+# target by confidence on bench.speculative's real holes (bench/RESULTS.md, "Speculation
+# constants").
 DRAFT_MIN_CONFIDENCE = 0.8
 
 
@@ -110,11 +106,12 @@ def speculative_accept(
     return False, int(rng.choice(residual.size, p=residual / total))
 
 
-# Cost of a target pass over M rows relative to one row, measured on the int4 1.5B here
-# (1.00, 1.10, 1.25, 1.52, 1.61, 1.82, 2.05, 2.29 for M = 1..8; the 0.5B is within 0.1). The
-# prior until this process has timed its own passes; beyond 8 rows, +0.24 per row.
+# Cost of a target pass over M rows (M = 1..8) relative to one row, measured on the int4 1.5B
+# (bench/RESULTS.md, "Speculation constants"). The prior until this process has timed its own
+# passes; beyond 8 rows, +0.24 per row.
 PRIOR_PASS_COST = (1.0, 1.10, 1.25, 1.52, 1.61, 1.82, 2.05, 2.29)
-# A draft-model step relative to a one-row target pass before it is measured (0.5B vs 1.5B).
+# A draft-model step relative to a one-row target pass before it is measured (0.5B vs 1.5B;
+# bench/RESULTS.md, "Speculation constants").
 PRIOR_DRAFT_STEP = 0.35
 
 
@@ -418,8 +415,7 @@ def speculative_generate(
         drafts: list[int] = []
         # After a draft model's k tokens, a free lookup continuation of sequence + drafts rides
         # along in the same verify pass: drafts may run into text seen before, and on w8a8
-        # a row costs ~2-3 % of a pass (+4 % tokens/s with the pair, A/B on the bench's old,
-        # copy-friendly items, 2026-12-04).
+        # a row costs little (bench/RESULTS.md, "Speculation constants").
         extension: list[int] = []
         q_rows: list[np.ndarray] | None = None
         source = ""

@@ -273,5 +273,5 @@ async def test_a_suggestion_over_budget_is_announced_when_ready(
         assert again is not None and again.items[0].insert_text.strip()
     finally:
         client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"maxLatencyMs": 1000})
+            types.DidChangeConfigurationParams(settings={"maxLatencyMs": 900})
         )
