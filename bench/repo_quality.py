@@ -305,6 +305,7 @@ def run_hole(
     """Complete one hole under one variant through the pipeline."""
     repo.cursor = (hole.text, hole.offset) if variant.startswith("defs") else None
     pipeline.budget = replace(pipeline.budget, repo_tokens=repo_budget(variant))
+    pipeline.forget()  # the last variant's answer at this very cursor is not this one's
     done: Completion = pipeline.complete(
         hole.path,
         hole.text,

@@ -86,6 +86,9 @@ class LiveGeneration:
     heal: str  # typed text the model writes first (removed from the answer)
     cursor: CursorContext
     prompt: Prompt
+    # What else decided the prompt and the answer (settings, workspace): a request made under
+    # other ones never takes this generation's answer.
+    settings: tuple[object, ...] = ()
     cancel: CancellationToken = field(default_factory=CancellationToken)
     raw: str = ""  # generated text so far
     finished: bool = False
@@ -120,10 +123,10 @@ class LiveGeneration:
             return typed
         return None
 
-    def follows(self, key: str, before: str, after: str) -> bool:
-        """Whether a request at this buffer should take its answer from this generation: the
-        typing agrees with it, and it did not end cancelled or failed."""
-        if self.typed(key, before, after) is None:
+    def follows(self, key: str, before: str, after: str, settings: tuple[object, ...]) -> bool:
+        """Whether a request at this buffer, under these settings, should take its answer from
+        this generation: the typing agrees with it, and it did not end cancelled or failed."""
+        if settings != self.settings or self.typed(key, before, after) is None:
             return False
         if not self.finished:
             return True

@@ -37,6 +37,7 @@ class ServerOptions:
     # and the rest is generated in the background (lsp_server/live.py).
     max_latency_ms: int = 900
     context_budget: int = 1024  # tokens of repository context
+    suffix_budget: int = 128  # tokens of the text after the cursor
     use_context: bool = True
     # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.
     typed_line_leads: bool = True
@@ -125,6 +126,7 @@ WIRE_FIELDS: dict[str, tuple[str, Any]] = {
     "debounceMs": ("debounce_ms", _non_negative(5000)),
     "maxLatencyMs": ("max_latency_ms", _non_negative(60000)),
     "contextBudget": ("context_budget", _non_negative(16384)),
+    "suffixBudget": ("suffix_budget", _non_negative(1024)),
     "useContext": ("use_context", _boolean),
     "typedLineLeads": ("typed_line_leads", _boolean),
     "suffixFromNextLine": ("suffix_from_next_line", _optional_boolean),

@@ -146,9 +146,9 @@ def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
     return Completion(hit.text, hit.replace_chars, hit.prompt, result, latency, "forward_cache")
 
 
-# A request is cold when the target would need more than this share of its time budget just
-# to read the prompt; the small model then answers from QUICK_BUDGET's in-file prompt.
-COLD_SHARE = 0.5
+# A request is cold when the target would need more than this share of the time left just to
+# read the prompt; the small model then answers from QUICK_BUDGET's in-file prompt.
+COLD_SHARE = 1.0
 QUICK_BUDGET = PromptBudget(repo_tokens=0, prefix_tokens=384, suffix_tokens=64)
 
 
@@ -266,14 +266,14 @@ class CompletionPipeline:
         if cached is not None:
             return cached
         live = self._live
-        if live is not None and live.follows(key, before, after):
+        request = _Request(path, text, offset, workspace, use_context, max_tokens)
+        if live is not None and live.follows(key, before, after, self._settings(request)):
             done = self._await(live, before, after, started, deadline, cancel)
             if done is not None:
                 return done
             hit, cached = self._forward_answer(path, text, offset, workspace, use_context)
             if cached is not None:
                 return cached
-        request = _Request(path, text, offset, workspace, use_context, max_tokens)
         live = self._start(request, hit, cancel if deadline is None else None, deadline)
         done = self._await(live, before, after, started, deadline, cancel)
         return done if done is not None else self._empty(live, started, "cancelled")
@@ -314,7 +314,9 @@ class CompletionPipeline:
             source = "small_model"
         else:
             self.warmer.stop()
-        live = LiveGeneration(str(path), text[:offset], text[offset:], heal, cursor, prompt)
+        live = LiveGeneration(
+            str(path), text[:offset], text[offset:], heal, cursor, prompt, self._settings(request)
+        )
         if cancel is not None:
             live.cancel = cancel
         with self._live_lock:
@@ -328,7 +330,7 @@ class CompletionPipeline:
         self, request: _Request, prompt_ids: list[int], deadline: float | None
     ) -> _QuickPrompt | None:
         """The small model's short in-file prompt when the target's cache lacks so much of
-        `prompt_ids` that reading it would take more than half the time left (a file just
+        `prompt_ids` that reading it would take longer than the time left (a file just
         opened, a jump), else None (no deadline, no small model, or the target is in time)."""
         if deadline is None:
             return None
@@ -390,8 +392,8 @@ class CompletionPipeline:
     ) -> Completion | None:
         """What `live` gives the cursor between `before` and `after`: its whole answer when it
         ends (None if the user typed some of it meanwhile: the forward cache holds the rest, or
-        if the typing left it), with a deadline its first whole lines of a block, or empty at
-        the deadline or when this request is cancelled."""
+        if the typing left it); with a deadline, the first whole lines of a block as soon as
+        there is one, or empty at the deadline or when this request is cancelled."""
         while True:
             typed = live.typed(live.key, before, after)
             if typed is None:
@@ -430,6 +432,24 @@ class CompletionPipeline:
         result = GenerationResult([], "", reason, 0, 0)
         latency = (time.monotonic() - started) * 1000
         return Completion("", 0, live.prompt, result, latency, pending=live)
+
+    def _settings(self, request: _Request) -> tuple[object, ...]:
+        """What besides the buffer decides a request's prompt and answer."""
+        return (
+            request.workspace,
+            request.use_context,
+            request.max_tokens,
+            self.budget,
+            self.layout,
+        )
+
+    def forget(self) -> None:
+        """Drop the last generation and every remembered suggestion (when what builds the
+        prompts changed in a way the settings do not show, as a benchmark's variants do)."""
+        self.close()
+        self.wait_idle()
+        self._live = None
+        self.forward = ForwardCache()
 
     def close(self) -> None:
         """Stop the generation and the warm-up in progress (the server is shutting down)."""

@@ -141,7 +141,9 @@ class CoderLanguageServer(LanguageServer):
     def prompt_budget(self) -> PromptBudget:
         """Token quotas from the settings."""
         return PromptBudget(
-            repo_tokens=self.options.context_budget, output_tokens=self.options.max_tokens
+            repo_tokens=self.options.context_budget,
+            suffix_tokens=self.options.suffix_budget,
+            output_tokens=self.options.max_tokens,
         )
 
     def load_engine(self) -> None:

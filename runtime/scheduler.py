@@ -131,8 +131,8 @@ class SlotPool:
     def __init__(self, config: ModelConfig, rows: int, window: int, slots_per_user: int) -> None:
         shape = (rows, config.num_kv_heads, window + 1, config.head_dim)
         # np.zeros maps untouched pages lazily: memory is committed as rows fill up.
-        self.keys = [np.zeros(shape, dtype=np.float32) for _ in range(config.num_layers)]
-        self.values = [np.zeros(shape, dtype=np.float32) for _ in range(config.num_layers)]
+        self.keys = [np.zeros(shape, dtype=config.kv_dtype) for _ in range(config.num_layers)]
+        self.values = [np.zeros(shape, dtype=config.kv_dtype) for _ in range(config.num_layers)]
         per_slot = KVCache.bytes_for(config, window)
         self.slots = [
             Slot(

@@ -21,6 +21,7 @@ from runtime.convert import convert_to_onnx
 from runtime.generate import GenerationConfig, ModelRunner, generate
 from runtime.kv_cache import KVCache
 from runtime.numerics import exact_min_rows
+from runtime.scheduler import Job, Scheduler, SchedulerOptions
 from runtime.session import (
     ProviderError,
     SessionOptions,
@@ -341,3 +342,23 @@ def test_real_fp16_speculative_greedy_equals_plain_greedy(
         assert result.token_ids == expected.token_ids
         accepted += result.extra["draft_accepted"] + result.extra["lookup_accepted"]
     assert accepted > 0
+
+
+def test_the_team_servers_batched_steps_run_the_fp16_graph(
+    converted: Path, qwen_tokenizer: QwenTokenizer
+) -> None:
+    """The scheduler's KV slabs take the graph's dtype (fp32 slabs fail its first step)."""
+    runner = load(converted / "fp16-int4")
+    options = SchedulerOptions(context_window=256, cache_bytes=1, max_batch=2)
+    scheduler = Scheduler(runner, qwen_tokenizer, options)
+    try:
+        greedy = GenerationConfig(max_new_tokens=8)
+        jobs = [
+            Job(user, qwen_tokenizer.encode(text), greedy)
+            for user, text in (("ann", "def add(a, b):\n"), ("ben", "import os\n"))
+        ]
+        results = [future.result(timeout=120) for future in scheduler.submit_many(jobs)]
+    finally:
+        scheduler.close()
+    assert scheduler.stats["batched_steps"] > 0
+    assert all(result.token_ids for result in results)
