@@ -35,9 +35,9 @@ from runtime.tokenizer import QwenTokenizer
 
 logger = logging.getLogger(__name__)
 
-# Prefill cost per uncached prompt token before the engine has timed its own (ms): the 1.5B and
-# the 0.5B at w8a8 on an AMD EPYC without AMX (170 and ~500 tokens/s); faster CPUs correct it
-# after their first long prefill.
+# Prefill cost per uncached prompt token before the engine has timed its own (ms): the 1.5B at
+# w8a8 on an AMD EPYC without AMX (170 tokens/s, bench/RESULTS.md) and a 0.5B about 3x faster;
+# every prefill of 64 tokens or more corrects them.
 PRIOR_PREFILL_MS_PER_TOKEN = 6.0
 PRIOR_SMALL_PREFILL_MS_PER_TOKEN = 2.0
 # A warm-up reads its prompt in chunks this long, one hold of the engine each.

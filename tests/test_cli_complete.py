@@ -333,3 +333,33 @@ def test_max_tokens_must_be_positive(workspace: Path, value: str) -> None:
     done = run_cli(f"{workspace / 'calc.py'}:1:1", *FAST, "--max-tokens", value, timeout=60)
     assert done.returncode == 2
     assert "argument --max-tokens:" in done.stderr
+
+
+@pytest.mark.slow
+def test_links_to_secrets_are_refused_alone_and_in_a_batch(tmp_path: Path) -> None:
+    """Issue 22's reproduction: `helpers.py -> .env` and `notes.py -> ~/.ssh/id_ed25519` are
+    refused, and in a batch the link's text never reaches a later request's prompt."""
+    canary, key = "CANARY_5e1d", "KEYCANARY_77ab"
+    root, home = tmp_path / "ws", tmp_path / "home" / ".ssh"
+    root.mkdir()
+    home.mkdir(parents=True)
+    (home / "id_ed25519").write_text(f"{key}\n")
+    (root / ".env").write_text(f"API_KEY={canary}\n")
+    (root / "main.py").write_text("import helpers\n\n\ndef run():\n    return \n")
+    os.symlink(".env", root / "helpers.py")
+    os.symlink(home / "id_ed25519", root / "notes.py")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for link, why in (("helpers.py", "links to the secret path .env"), ("notes.py", "outside")):
+        done = run_cli(f"{root / link}:1:6", "--model", MODEL, "--show-prompt", "--json")
+        assert done.returncode == 1 and why in done.stderr, done.stderr
+        assert canary not in done.stdout + done.stderr and key not in done.stdout
+    batch = tmp_path / "requests.jsonl"
+    lines = [
+        {"id": "link", "workspace": str(root), "path": "helpers.py", "line": 0, "character": 6},
+        {"id": "main", "workspace": str(root), "path": "main.py", "line": 4, "character": 11},
+    ]
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = run_cli("--batch", str(batch), "--model", MODEL, "--show-prompt", "--no-draft")
+    link, main = (json.loads(line) for line in done.stdout.splitlines())
+    assert "secret" in link["error"] and "completion" not in link
+    assert canary not in main["prompt"] and "helpers.py" not in main["context_files"]
