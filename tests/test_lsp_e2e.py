@@ -175,13 +175,14 @@ async def test_completion_fallback(client: LanguageClient, workspace: Path) -> N
 
 
 async def test_cancel_request_stops_generation(client: LanguageClient, workspace: Path) -> None:
-    uri = (workspace / "long.py").as_uri()
+    # A document no earlier request saw: nothing finished can answer it at once.
+    uri = (workspace / f"long_{uuid.uuid4().hex}.py").as_uri()
     open_document(client, uri, LONG)
     before = (await execute(client, "coderLsp.status"))["outcomes"].get("cancelled", 0)
     future = client.protocol.send_request(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 0), msg_id="cancel-me"
     )
-    await asyncio.sleep(0.3)  # generation has started (no debounce in this session)
+    await asyncio.sleep(0.05)  # the request is in (no debounce in this session)
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(Exception, match="cancel"):
         await asyncio.wrap_future(future)
@@ -193,7 +194,8 @@ async def test_cancel_request_stops_generation(client: LanguageClient, workspace
 
 
 async def test_newer_request_supersedes_older(client: LanguageClient, workspace: Path) -> None:
-    uri = (workspace / "long.py").as_uri()
+    uri = (workspace / f"long_{uuid.uuid4().hex}.py").as_uri()
+    open_document(client, uri, LONG)
     first = client.text_document_inline_completion_async(inline_params(uri, 1, 0))
     second = client.text_document_inline_completion_async(inline_params(uri, 1, 0))
     older, newer = await asyncio.gather(first, second)
