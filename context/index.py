@@ -38,6 +38,7 @@ Listener = Callable[[set[str]], None]
 
 DEFAULT_CACHE_CHARS = 64_000_000
 RECENT_CAPACITY = 256
+EXCLUDED = "excluded by .gitignore or the workspace rules"
 
 
 # A watcher batch this small is someone editing files (an editor without LSP, a formatter,
@@ -82,6 +83,8 @@ class WorkspaceIndex:
 
         self._files: dict[str, Stamp] = {}
         self._buffers: dict[str, _Buffer] = {}
+        # Files on disk found excluded (ignored), at their stamp then; cleared by a rescan.
+        self._excluded: dict[str, Stamp | None] = {}
         # rel path -> (stamp it was read at, redacted text or None if unreadable)
         self._cache: OrderedDict[str, tuple[Stamp, str | None]] = OrderedDict()
         self._cached_chars = 0
@@ -251,6 +254,7 @@ class WorkspaceIndex:
                 changed = old.keys() ^ scanned.keys()
                 changed.update(p for p, stamp in scanned.items() if old.get(p, stamp) != stamp)
                 self._files = scanned
+                self._excluded.clear()
                 for path in changed:
                     self._evict(path)
                 changed |= self._prune_buffers()
@@ -382,11 +386,17 @@ class WorkspaceIndex:
                 return None
         if not os.path.lexists(self.root / clean):
             return None
+        stamp = self._stamp(clean)
+        with self._lock:
+            # Kept until the file or the rules change: an open ignored file asks per keystroke.
+            if clean in self._excluded and self._excluded[clean] == stamp:
+                return EXCLUDED
         self.apply_changes([clean])
         with self._lock:
             if clean in self._files:
                 return None
-        return "excluded by .gitignore or the workspace rules"
+            self._excluded[clean] = stamp
+        return EXCLUDED
 
     def set_buffer(self, rel_path: str, text: str) -> None:
         """The editor opened or changed `rel_path`: its text now overrides the disk.

@@ -332,7 +332,7 @@ class CompletionPipeline:
         """The small model's short in-file prompt when the target's cache lacks so much of
         `prompt_ids` that reading it would take longer than the time left (a file just
         opened, a jump), else None (no deadline, no small model, or the target is in time)."""
-        if deadline is None:
+        if deadline is None or self.engine.prefill_ms(prompt_ids, small_model=True) is None:
             return None
         target_ms = self.engine.prefill_ms(prompt_ids)
         if target_ms is None or target_ms <= COLD_SHARE * (deadline - time.monotonic()) * 1000:
@@ -346,8 +346,6 @@ class CompletionPipeline:
             budget=replace(QUICK_BUDGET, output_tokens=request.max_tokens),
         )
         ids = self.engine.encode_prompt(prompt.segments)
-        if self.engine.prefill_ms(ids, small_model=True) is None:
-            return None
         logger.info("cold prompt (target ~%.0f ms to read): the small model answers", target_ms)
         return _QuickPrompt(prompt, ids)
 
