@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from context.prompt import PromptLayout
-from lsp_server.pipeline import CompletionPipeline
+from lsp_server.completion.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig
 from runtime.models import DEFAULT_PRECISION, PRECISIONS
@@ -569,7 +569,11 @@ def git_commit() -> str:
 def source_digests() -> dict[str, str]:
     """Short sha256 of the pipeline's source files: which post-processing a run measured, also
     when the tree has uncommitted changes."""
-    names = ("lsp_server/pipeline.py", "lsp_server/postprocess.py", "context/prompt.py")
+    names = (
+        "lsp_server/completion/pipeline.py",
+        "lsp_server/completion/postprocess.py",
+        "context/prompt.py",
+    )
     return {
         name: hashlib.sha256((REPO_ROOT / name).read_bytes()).hexdigest()[:12]
         for name in names

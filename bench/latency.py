@@ -16,8 +16,8 @@ pauses are taken at word boundaries (the start of the line and after a space or 
 `([{.,:=`), and each pause sends one request and waits for its answer. Latency = from the
 request to the final text an editor would show (prompt assembly, generation,
 post-processing), the model loaded. The typing time is where our pipeline warms its KV cache
-after a forward-cache answer (`lsp_server/warmup.py`); a warm-up still running when the next
-request comes delays that request, which is counted. So the sides run one after the other,
+after a forward-cache answer (`lsp_server/completion/warmup.py`); a warm-up still running when
+the next request comes delays that request, which is counted. So the sides run one after the other,
 each alone on the machine (interleaving them would let one side's background work slow the
 other's requests):
 - ours: `CompletionPipeline.complete` (in-file prompt; the engine's prefix KV cache, the
@@ -49,8 +49,8 @@ from bench.context import percentile
 from bench.sources import line_starts, module_path, round_robin
 from bench.speculative import MODELS
 from context.prompt import PromptLayout
-from lsp_server.pipeline import CompletionPipeline, after_heal
-from lsp_server.postprocess import CursorContext, postprocess, stop_rule
+from lsp_server.completion.pipeline import CompletionPipeline, after_heal
+from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
 from runtime import models
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig, TextStream

@@ -9,8 +9,8 @@ Snippets come from functions of the installed standard library (their source thr
 - missing colon: the colon ending the first `if`/`for`/`while`/`with` header is removed;
 - missing bracket: the last `)` of the first one-line call statement is removed.
 
-Each broken file goes through `lsp_server.repair.repair` (2 attempts, the second sampled) on
-the diagnostic the local checks report. Success is decided by a check independent of the
+Each broken file goes through `lsp_server.code_actions.repair.repair` (2 attempts, the second
+sampled) on the diagnostic the local checks report. Success is decided by a check independent of the
 repair's own verification: the repaired file's AST equals the original function's (comments and
 formatting aside). Each mode loads a fresh engine, so neither mode reuses the other's KV cache.
 """
@@ -35,8 +35,8 @@ from typing import Any
 from lsprotocol import types
 
 from context.prompt import PromptLayout
-from lsp_server.pipeline import CompletionPipeline
-from lsp_server.repair import RepairOptions, local_diagnostics, repair
+from lsp_server.code_actions.repair import RepairOptions, local_diagnostics, repair
+from lsp_server.completion.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 
 logger = logging.getLogger(__name__)

@@ -83,9 +83,9 @@ from bench.latency import LlamaSide
 from bench.sources import line_starts
 from context.files import FileRules
 from context.prompt import PromptBudget
-from lsp_server.options import ServerOptions
-from lsp_server.pipeline import CompletionPipeline, Workspaces, after_heal
-from lsp_server.postprocess import CursorContext, postprocess, stop_rule
+from lsp_server.completion.pipeline import CompletionPipeline, Workspaces, after_heal
+from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
+from lsp_server.protocol.options import ServerOptions
 from runtime import models
 from runtime.client import load_tokenizer
 from runtime.engine import TokenizingEngine

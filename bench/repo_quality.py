@@ -47,7 +47,7 @@ from context.imports import WorkspaceLayout, extract_imports, python_module_file
 from context.index import WorkspaceIndex
 from context.prompt import ContextPiece, PromptBudget, PromptLayout, TokenCounter
 from context.repo import RepoContext
-from lsp_server.pipeline import Completion, CompletionPipeline
+from lsp_server.completion.pipeline import Completion, CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,12 @@ from runtime.server_config import ConfigError, ServerConfig, default_config_path
 logger = logging.getLogger(__name__)
 
 
-def add_serve_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Register `serve` (and `serve token ...`) on the CLI's subparsers."""
     serve = commands.add_parser(
         "serve", help="share one model over an OpenAI-compatible HTTP API (team server)"
     )
+    serve.set_defaults(run=run)
     config_help = f"users and limits (default: {default_config_path()})"
     serve.add_argument("--config", metavar="FILE", type=Path, help=config_help)
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
@@ -67,7 +68,7 @@ def add_serve_parser(commands: Any) -> None:
         )
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run `serve` or one of its `token` actions; returns the exit code."""
     path = args.config or default_config_path()
     try:

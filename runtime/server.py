@@ -45,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from runtime.chatml import chat_segments
 from runtime.generate import GenerationConfig, GenerationResult
 from runtime.scheduler import Job, Rejected, Scheduler
 from runtime.server_config import Authenticator, Limits, ServerConfig
@@ -180,15 +181,7 @@ def chat_prompt(tokenizer: QwenTokenizer, messages: list[ChatMessage]) -> list[i
     turns = list(messages)
     if turns[0].role != "system":
         turns.insert(0, ChatMessage(role="system", content=QWEN_SYSTEM))
-    segments: list[tuple[str, bool]] = []
-    for turn in turns:
-        segments += [
-            ("<|im_start|>", True),
-            (f"{turn.role}\n{turn.content}", False),
-            ("<|im_end|>", True),
-            ("\n", False),
-        ]
-    segments += [("<|im_start|>", True), ("assistant\n", False)]
+    segments = chat_segments([(turn.role, turn.content) for turn in turns])
     return tokenizer.encode_segments(segments)
 
 

@@ -13,8 +13,8 @@ from typing import cast
 
 import pytest
 
-from lsp_server.complete_cli import answer_line
-from lsp_server.pipeline import CompletionPipeline
+from lsp_server.cli.complete import answer_line
+from lsp_server.completion.pipeline import CompletionPipeline
 
 MODEL = "qwen2.5-coder-0.5b"
 FAST = ("--model", MODEL, "--no-draft")

@@ -13,7 +13,7 @@ from lsprotocol import converters, types
 from pytest_lsp import LanguageClient
 from test_lsp_e2e import execute, open_document, send_raw
 
-from lsp_server.repair import apply_edits, python_diagnostics
+from lsp_server.code_actions.repair import apply_edits, python_diagnostics
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from context.prompt import Prompt
-from lsp_server.forward_cache import ForwardCache, Prediction, accepted_token_count
-from lsp_server.pipeline import CompletionPipeline, after_heal
+from lsp_server.completion.forward_cache import ForwardCache, Prediction, accepted_token_count
+from lsp_server.completion.pipeline import CompletionPipeline, after_heal
 from runtime.engine import EngineOptions, LocalEngine
 
 PROMPT = Prompt([("x", False)], ["m.py"], 1, "x", "")

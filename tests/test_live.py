@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from context.prompt import Prompt
-from lsp_server.live import LiveGeneration, complete_lines
-from lsp_server.pipeline import CompletionPipeline
-from lsp_server.postprocess import CursorContext
+from lsp_server.completion.live import LiveGeneration, complete_lines
+from lsp_server.completion.pipeline import CompletionPipeline
+from lsp_server.completion.postprocess import CursorContext
 from runtime.engine import EngineOptions, LocalEngine
 
 BLOCK = "def mean(values):\n    total = 0\n    for value in values:\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from context.prompt import PromptLayout
-from lsp_server.debounce import DocumentScheduler, Superseded
-from lsp_server.options import ServerOptions, parse_options
+from lsp_server.protocol.debounce import DocumentScheduler, Superseded
+from lsp_server.protocol.options import ServerOptions, parse_options
 from runtime.generate import CancellationToken
 
 # What VS Code sends for workspace/didChangeConfiguration with a "coderLsp" settings section.
@@ -141,7 +141,7 @@ async def test_documents_do_not_interfere(scheduler: DocumentScheduler) -> None:
 
 
 def test_feedback_counts_persist_and_ignore_unknown_ids(tmp_path: Path) -> None:
-    from lsp_server.feedback import FeedbackStats, Shown, format_table
+    from lsp_server.protocol.feedback import FeedbackStats, Shown, format_table
 
     stats = FeedbackStats(tmp_path / "stats.json")
     first = stats.track(Shown("python", "repository", 12))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from _support import commit_all, init_repo, write
 
-from lsp_server.pipeline import CompletionPipeline, CompletionRefused, Workspaces
+from lsp_server.completion.pipeline import CompletionPipeline, CompletionRefused, Workspaces
 
 
 def test_a_file_created_after_indexing_is_admitted_unless_ignored(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lsp_server.postprocess import (
+from lsp_server.completion.postprocess import (
     RULES,
     CursorContext,
     Suggestion,

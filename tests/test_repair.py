@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from lsp_server.actions_cli import parse_lines
-from lsp_server.assist import ActionError, chat_segments, region_for, with_reference
-from lsp_server.complete_cli import RequestError
-from lsp_server.explain import explain_region
-from lsp_server.repair import (
+from lsp_server.cli.actions import parse_lines
+from lsp_server.cli.complete import RequestError
+from lsp_server.code_actions.assist import ActionError, region_for, with_reference
+from lsp_server.code_actions.explain import explain_region
+from lsp_server.code_actions.repair import (
     apply_edits,
     diagnostics_at,
     local_diagnostics,
@@ -27,6 +27,7 @@ from lsp_server.repair import (
     syntax_errors,
     verify_fix,
 )
+from runtime.chatml import alternating, chat_segments
 
 TYPO = """import os
 
@@ -153,7 +154,9 @@ def test_verification_rejects_broken_fixes() -> None:
 
 
 def test_chat_prompts_keep_control_tokens_out_of_user_text() -> None:
-    segments = chat_segments("sys", with_reference("ctx <|im_end|>", "fix it"), "```python\n")
+    segments = chat_segments(
+        alternating("sys", with_reference("ctx <|im_end|>", "fix it")), "```python\n"
+    )
     specials = [text for text, special in segments if special]
     assert specials == ["<|im_start|>", "<|im_end|>"] * 4 + ["<|im_start|>"]
     assert any("<|im_end|>" in text for text, special in segments if not special)

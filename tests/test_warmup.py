@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lsp_server.pipeline import CompletionPipeline
-from lsp_server.warmup import CacheWarmer
+from lsp_server.completion.pipeline import CompletionPipeline
+from lsp_server.completion.warmup import CacheWarmer
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import CancellationToken
 

@@ -1,6 +1,6 @@
 /**
  * Settings: the `coderLsp.*` keys of package.json mapped to the server's initializationOptions
- * (camelCase, see lsp_server/options.py). Pure: no `vscode` import, so unit tests run in Node.
+ * (camelCase, see lsp_server/protocol/options.py). Pure: no `vscode` import, so unit tests run in Node.
  */
 
 /** Keys the extension uses itself; they never reach the server. */

@@ -10,7 +10,7 @@ function declaredSettings(): Record<string, { default?: unknown; enum?: unknown[
   return Object.fromEntries(Object.entries(properties).map(([key, value]) => [key.replace(/^coderLsp\./, ''), value])) as never;
 }
 
-/** The option names lsp_server/options.py accepts (its WIRE_FIELDS table). */
+/** The option names lsp_server/protocol/options.py accepts (its WIRE_FIELDS table). */
 function serverWireFields(): string[] {
   const source = fs.readFileSync(path.join(__dirname, '..', '..', '..', '..', 'lsp_server', 'options.py'), 'utf8');
   const table = source.slice(source.indexOf('WIRE_FIELDS'), source.indexOf('}', source.indexOf('WIRE_FIELDS')));
@@ -56,7 +56,7 @@ suite('settings mapping', () => {
 
   test('every wire name is an option the server accepts', () => {
     const accepted = new Set(serverWireFields());
-    assert.ok(accepted.has('model') && accepted.has('maxTokens'), 'could not read lsp_server/options.py');
+    assert.ok(accepted.has('model') && accepted.has('maxTokens'), 'could not read lsp_server/protocol/options.py');
     for (const wire of Object.values(SERVER_KEYS)) {
       assert.ok(accepted.has(wire), `${wire} is not a server option`);
     }

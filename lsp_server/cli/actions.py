@@ -14,16 +14,46 @@ from typing import Any
 from lsprotocol import converters, types
 
 from context.prompt import PromptLayout
-from lsp_server.assist import ActionError
-from lsp_server.complete_cli import RequestError, read_source
-from lsp_server.explain import ExplainOptions, explain
-from lsp_server.pipeline import CompletionPipeline
-from lsp_server.repair import RepairOptions, RepairResult, diagnostics_at, repair
+from lsp_server.cli.args import positive_int
+from lsp_server.cli.complete import RequestError, read_source
+from lsp_server.code_actions.assist import ActionError
+from lsp_server.code_actions.explain import ExplainOptions, explain
+from lsp_server.code_actions.repair import RepairOptions, RepairResult, diagnostics_at, repair
+from lsp_server.completion.pipeline import CompletionPipeline
+from lsp_server.positions import utf16_len
 from runtime.engine import EngineOptions, LocalEngine
+from runtime.models import DEFAULT_TARGET
 
 # Exit codes: 0 a verified fix (or an explanation), 1 an error, 2 no verified fix.
 NO_FIX = 2
 _TARGET = re.compile(r"^(?P<path>.+):(?P<start>[1-9]\d*)(?:-(?P<end>[1-9]\d*))?$")
+
+
+def add_parser(commands: Any) -> None:
+    """Register `repair` and `explain` on the CLI's subparsers."""
+    fix = commands.add_parser(
+        "repair", help="fix the diagnostic on FILE:LINE (1-based) with a verified edit"
+    )
+    fix.add_argument("target", metavar="FILE:LINE")
+    fix.add_argument(
+        "--json", action="store_true", help='one object: {"verified", "edits", "reason", ...}'
+    )
+    fix.add_argument("--message", help="repair this problem (another tool's diagnostic)")
+    fix.add_argument(
+        "--attempts", type=positive_int, default=2, metavar="N", help="default: %(default)s"
+    )
+    fix.add_argument("--no-lookup", action="store_true", help="no prompt-lookup speculation")
+    explain = commands.add_parser(
+        "explain", help="explain FILE:LINE[-LINE] (1-based) in Markdown on stdout"
+    )
+    explain.add_argument("target", metavar="FILE:LINE[-LINE]")
+    explain.add_argument("--max-tokens", type=positive_int, default=384, metavar="N")
+    fix.set_defaults(run=run_repair)
+    explain.set_defaults(run=run_explain)
+    for action in (fix, explain):
+        action.add_argument("--workspace", metavar="DIR", help="root for repository context")
+        action.add_argument("--no-context", action="store_true", help="the current file only")
+        action.add_argument("--model", metavar="NAME", default=DEFAULT_TARGET)
 
 
 def parse_lines(target: str, allow_range: bool) -> tuple[Path, int, int]:
@@ -77,7 +107,7 @@ def run_repair(args: argparse.Namespace) -> int:
         return 1
     path, text, line, _ = target
     if args.message:
-        end = types.Position(line, len(text.split("\n")[line].encode("utf-16-le")) // 2)
+        end = types.Position(line, utf16_len(text.split("\n")[line]))
         found = [types.Diagnostic(types.Range(types.Position(line, 0), end), args.message)]
     else:
         found = diagnostics_at(str(path), text, line)

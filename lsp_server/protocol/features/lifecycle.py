@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from pathlib import Path
 
 from lsprotocol import types
-from pygls.uris import to_fs_path
 
-from lsp_server.options import parse_options
-from lsp_server.server import CoderLanguageServer, EngineState
+from lsp_server.positions import path_of
+from lsp_server.protocol.options import parse_options
+from lsp_server.protocol.server import CoderLanguageServer, EngineState
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def register(server: CoderLanguageServer) -> None:
         folders = [f.uri for f in params.workspace_folders or []]
         if not folders and params.root_uri:
             folders = [params.root_uri]
-        ls.folders = [Path(p).resolve() for p in map(to_fs_path, folders) if p is not None]
+        ls.folders = [p.resolve() for p in map(path_of, folders) if p is not None]
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: CoderLanguageServer, params: types.InitializedParams) -> None:

@@ -1,31 +1,27 @@
 """What the chat-style code actions (repair, explain) share: the region of code they work on
-(the enclosing function or class, found with tree-sitter), ChatML prompts whose control tokens
-come only from us, the repository context the completion path builds, and LSP positions.
-
-The Instruct models speak ChatML:
-
-    <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{user}<|im_end|>\\n
-    <|im_start|>assistant\\n{answer prefix}
-
-Every text piece is tokenized as plain text (a file containing "<|im_end|>" stays text).
+(the enclosing function or class, found with tree-sitter), the reference turn of their ChatML
+prompts (`runtime.chatml`), the repository context the completion path builds, and LSP positions.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import tree_sitter
-from lsprotocol import types
 
 from context import parsing
 from context.files import redact_secrets
 from context.parsing import language_for_path, node_text
-from context.prompt import Segments, TokenCounter
+from context.prompt import TokenCounter
 from context.snippets import identifiers, outline
-from lsp_server.pipeline import CompletionPipeline, CompletionRefused, SourceFile, tokenizable
+from lsp_server.completion.pipeline import (
+    CompletionPipeline,
+    CompletionRefused,
+    SourceFile,
+    tokenizable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +122,6 @@ def line_starts(text: str) -> list[int]:
         starts.append(index + 1)
         index = text.find("\n", index + 1)
     return starts
-
-
-def position_of(text: str, offset: int) -> types.Position:
-    """The LSP position (0-based line, UTF-16 character) of character `offset` in `text`."""
-    line = text.count("\n", 0, offset)
-    start = text.rfind("\n", 0, offset) + 1
-    column = text[start:offset].encode("utf-16-le", "surrogatepass")
-    return types.Position(line=line, character=len(column) // 2)
 
 
 def check_lines(text: str, start_line: int, end_line: int) -> None:
@@ -257,19 +245,6 @@ def dedent(code: str, margin: str) -> str:
 def indent(code: str, margin: str) -> str:
     """`code` with `margin` put before every non-blank line."""
     return "\n".join(margin + line if line.strip() else line for line in code.split("\n"))
-
-
-def chat_segments(system: str, messages: Sequence[str], answer_prefix: str = "") -> Segments:
-    """A ChatML prompt as segments: the system message, `messages` alternating user and
-    assistant turns (starting with the user), then the start of the assistant's answer."""
-    segments: Segments = []
-    roles = ["system"] + [
-        "user" if index % 2 == 0 else "assistant" for index in range(len(messages))
-    ]
-    for role, content in zip(roles, [system, *messages], strict=True):
-        segments += [("<|im_start|>", True), (f"{role}\n{content}", False), ("<|im_end|>", True)]
-        segments.append(("\n", False))
-    return [*segments, ("<|im_start|>", True), (f"assistant\n{answer_prefix}", False)]
 
 
 def with_reference(context: str, request: str) -> list[str]:

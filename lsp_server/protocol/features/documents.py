@@ -7,16 +7,16 @@ import logging
 from pathlib import Path
 
 from lsprotocol import types
-from pygls.uris import to_fs_path
 
-from lsp_server.server import CoderLanguageServer
+from lsp_server.positions import path_of
+from lsp_server.protocol.server import CoderLanguageServer
 
 logger = logging.getLogger(__name__)
 
 
 def _sync_buffer(ls: CoderLanguageServer, uri: str, closed: bool = False) -> None:
     folder = ls.folder_of(uri)
-    path = to_fs_path(uri)
+    path = path_of(uri)
     if folder is None or path is None or not ls.options.use_context:
         return
     repo = ls.workspaces.opened(folder)
@@ -38,7 +38,7 @@ def _warm_context(ls: CoderLanguageServer, document: types.TextDocumentItem) -> 
     """Start prefilling the file's repository context (see CompletionPipeline.warm_file) when
     completions would use it: model ready, language enabled, file in a workspace folder."""
     folder = ls.folder_of(document.uri)
-    path = to_fs_path(document.uri)
+    path = path_of(document.uri)
     options, pipeline = ls.options, ls.pipeline
     if pipeline is None or folder is None or path is None:
         return

@@ -24,15 +24,15 @@ from context.prompt import (
 )
 from context.repo import RepoContext
 from context.watcher import WorkspaceWatcher
-from lsp_server.forward_cache import (
+from lsp_server.completion.forward_cache import (
     ForwardCache,
     ForwardHit,
     Prediction,
     accepted_token_count,
 )
-from lsp_server.live import Completion, LiveGeneration, after_heal
-from lsp_server.postprocess import CursorContext, postprocess, stop_rule
-from lsp_server.warmup import CacheWarmer
+from lsp_server.completion.live import Completion, LiveGeneration, after_heal
+from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
+from lsp_server.completion.warmup import CacheWarmer
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
 
@@ -181,14 +181,14 @@ class CompletionPipeline:
     budget: PromptBudget = field(default_factory=PromptBudget)
     # The last suggestion per file: typing that follows it is answered without the model.
     forward: ForwardCache = field(default_factory=ForwardCache)
-    # After such an answer, prefill the buffer's prompt in the background (lsp_server.warmup);
-    # off for a remote engine, whose server other users share.
+    # After such an answer, prefill the buffer's prompt in the background (`warmup.py`); off
+    # for a remote engine, whose server other users share.
     warm: bool = True
     warmer: CacheWarmer = field(default_factory=CacheWarmer)
     # Where the typed line and the suffix go in the prompt (context.prompt).
     layout: PromptLayout = field(default_factory=PromptLayout)
     # The last model generation, which may still run after its request was answered; one
-    # thread runs them, one at a time (lsp_server.live).
+    # thread runs them, one at a time (lsp_server.completion.live).
     _live: LiveGeneration | None = None
     _live_lock: threading.Lock = field(default_factory=threading.Lock)
     _generator: ThreadPoolExecutor = field(
@@ -258,7 +258,7 @@ class CompletionPipeline:
         generation. With one (a `time.monotonic()` value: the editor), the answer is the first
         whole lines of a block as soon as they are written, or empty at the deadline; the
         generation goes on in the background into the forward cache either way, and `cancel`
-        only ends this request's wait (see lsp_server.live)."""
+        only ends this request's wait (see lsp_server.completion.live)."""
         started = time.monotonic()
         text = tokenizable(text)
         key, before, after = str(path), text[:offset], text[offset:]

@@ -31,24 +31,22 @@ from pyflakes import checker, messages
 from context import parsing
 from context.files import REDACTED, redact_secrets
 from context.parsing import language_for_path
-from context.prompt import Segments
-from lsp_server.assist import (
+from lsp_server.code_actions.assist import (
     ActionError,
     Region,
     admit,
-    chat_segments,
     context_block,
     dedent,
     fence,
     indent,
     language_name,
     margin_of,
-    position_of,
     region_for,
     with_reference,
 )
-from lsp_server.complete_cli import offset_of
-from lsp_server.pipeline import CompletionPipeline, tokenizable
+from lsp_server.completion.pipeline import CompletionPipeline, tokenizable
+from lsp_server.positions import offset_of, position_of, utf16_len
+from runtime.chatml import Segments, alternating, chat_segments
 from runtime.generate import CancellationToken, GenerationConfig
 
 logger = logging.getLogger(__name__)
@@ -107,14 +105,10 @@ class RepairResult:
 # --- diagnostics -------------------------------------------------------------------------------
 
 
-def _utf16_column(line: str, characters: int) -> int:
-    return len(line[:characters].encode("utf-16-le", "surrogatepass")) // 2
-
-
 def _byte_column(line: str, byte_offset: int) -> int:
     """UTF-16 column of a UTF-8 byte offset (what `ast` col_offset counts)."""
     prefix = line.encode("utf-8", "surrogatepass")[:byte_offset].decode("utf-8", "ignore")
-    return _utf16_column(line, len(prefix))
+    return utf16_len(prefix)
 
 
 def _diagnostic(
@@ -129,7 +123,7 @@ def _diagnostic(
 ) -> types.Diagnostic:
     """A one-line diagnostic; `start`/`end` are UTF-16 columns (end None: end of line)."""
     line = min(max(line, 0), len(lines) - 1)
-    width = _utf16_column(lines[line], len(lines[line]))
+    width = utf16_len(lines[line])
     start = min(max(start, 0), width)
     stop = width if end is None else min(max(end, start), width)
     return types.Diagnostic(
@@ -155,8 +149,8 @@ def python_diagnostics(path: str, text: str) -> list[types.Diagnostic]:
         same_line = error.end_lineno == error.lineno and error.end_offset
         end = (error.end_offset or 1) - 1 if same_line else None
         text_line = lines[min(line, len(lines) - 1)] if lines else ""
-        start16 = _utf16_column(text_line, column)
-        end16 = None if end is None else _utf16_column(text_line, max(end, column + 1))
+        start16 = utf16_len(text_line[:column])
+        end16 = None if end is None else utf16_len(text_line[: max(end, column + 1)])
         message = f"SyntaxError: {error.msg}"
         return [_diagnostic(lines, line, start16, end16, message, PYTHON, SYNTAX_ERROR)]
     except (ValueError, RecursionError, MemoryError) as error:  # NUL bytes, absurd nesting
@@ -168,7 +162,7 @@ def python_diagnostics(path: str, text: str) -> list[types.Diagnostic]:
         start = _byte_column(text_line, message.col)
         end = None
         if isinstance(message, messages.UndefinedName):
-            end = start + _utf16_column(str(message.message_args[0]), len(message.message_args[0]))
+            end = start + utf16_len(str(message.message_args[0]))
         severity = (
             types.DiagnosticSeverity.Error
             if isinstance(message, _ERRORS)
@@ -388,7 +382,7 @@ def repair_prompt(
         f"Rewrite the code with the problem fixed. Reply with the whole corrected code in one "
         f"```{tag} block and nothing else."
     )
-    return chat_segments(SYSTEM, with_reference(context, request), f"```{tag}\n")
+    return chat_segments(alternating(SYSTEM, with_reference(context, request)), f"```{tag}\n")
 
 
 def repair(

@@ -34,7 +34,7 @@ class ServerOptions:
     debounce_ms: int = 150
     # The time a suggestion may take from the request (0: no limit, wait for the whole
     # answer). Within it a block answer is shown as soon as its first whole lines are written
-    # and the rest is generated in the background (lsp_server/live.py).
+    # and the rest is generated in the background (lsp_server/completion/live.py).
     max_latency_ms: int = 900
     context_budget: int = 1024  # tokens of repository context
     suffix_budget: int = 128  # tokens of the text after the cursor

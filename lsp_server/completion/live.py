@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 
 from context.prompt import Prompt
-from lsp_server.postprocess import CursorContext
+from lsp_server.completion.postprocess import CursorContext
 from runtime.generate import CancellationToken, GenerationResult
 
 OPENERS, CLOSERS = "([{", ")]}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lsp_server.features import (
+from lsp_server.protocol.features import (
     code_actions,
     commands,
     completion,
@@ -10,7 +10,7 @@ from lsp_server.features import (
     inline_completion,
     lifecycle,
 )
-from lsp_server.server import CoderLanguageServer
+from lsp_server.protocol.server import CoderLanguageServer
 
 
 def register_all(server: CoderLanguageServer) -> None:

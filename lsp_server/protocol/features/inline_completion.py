@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from lsprotocol import types
 
-from lsp_server.features.commands import ACCEPT
-from lsp_server.feedback import Shown
-from lsp_server.server import CoderLanguageServer
-from lsp_server.suggest import suggest
+from lsp_server.protocol.features.commands import ACCEPT
+from lsp_server.protocol.feedback import Shown
+from lsp_server.protocol.server import CoderLanguageServer
+from lsp_server.protocol.suggest import suggest
 
 
 def register(server: CoderLanguageServer) -> None:

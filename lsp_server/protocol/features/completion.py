@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from lsprotocol import types
 
-from lsp_server.server import CoderLanguageServer
-from lsp_server.suggest import suggest
+from lsp_server.protocol.server import CoderLanguageServer
+from lsp_server.protocol.suggest import suggest
 
 
 def _client_has_inline_completion(ls: CoderLanguageServer) -> bool:

@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 import cattrs
 from lsprotocol import converters, types
 from pygls.exceptions import JsonRpcInvalidParams
-from pygls.uris import from_fs_path, to_fs_path
 
-from lsp_server.assist import ActionError
-from lsp_server.explain import Explanation, explain, write_explanation
-from lsp_server.repair import RepairResult, local_diagnostics, repair
-from lsp_server.server import CoderLanguageServer, EngineState
+from lsp_server.code_actions.assist import ActionError
+from lsp_server.code_actions.explain import Explanation, explain, write_explanation
+from lsp_server.code_actions.repair import RepairResult, local_diagnostics, repair
+from lsp_server.positions import path_or_name, uri_of
+from lsp_server.protocol.server import CoderLanguageServer, EngineState
 from runtime.generate import CancellationToken
 from runtime.models import cache_root
 
@@ -46,11 +46,6 @@ T = TypeVar("T")
 def explanations_dir() -> Path:
     """Where explanations are written: <cache>/explanations."""
     return cache_root() / "explanations"
-
-
-def _path_of(uri: str) -> Path:
-    fs_path = to_fs_path(uri)
-    return Path(fs_path) if fs_path is not None else Path(uri.rsplit("/", 1)[-1])
 
 
 def _overlaps(diagnostic: types.Diagnostic, first: int, last: int) -> bool:
@@ -82,7 +77,7 @@ async def list_actions(
     if only is None or any(kind.startswith(types.CodeActionKind.QuickFix) for kind in only):
         local: list[types.Diagnostic] = []
         if len(text) <= MAX_CHECK_CHARS:
-            local = await asyncio.to_thread(local_diagnostics, str(_path_of(uri)), text)
+            local = await asyncio.to_thread(local_diagnostics, str(path_or_name(uri)), text)
         local = [d for d in local if _overlaps(d, first, last)]
         lines = {d.range.start.line for d in local}
         # A client diagnostic on a line we check ourselves is (most likely) the same problem:
@@ -149,7 +144,7 @@ async def repair_data(ls: CoderLanguageServer, data: Any) -> tuple[str | None, R
     document = await ls.snapshot(uri)
     if document.version != version:
         return uri, RepairResult(False, [], "the document changed; ask for the fix again")
-    text, path, folder = document.text, _path_of(uri), ls.folder_of(uri)
+    text, path, folder = document.text, path_or_name(uri), ls.folder_of(uri)
     pipeline, use_context = ls.pipeline, ls.options.use_context and folder is not None
 
     def work(token: CancellationToken) -> RepairResult:
@@ -219,7 +214,7 @@ async def explain_command(ls: CoderLanguageServer, args: tuple[Any, ...]) -> dic
         ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, message))
         return None
     document = await ls.snapshot(uri)
-    text, path, folder = document.text, _path_of(uri), ls.folder_of(uri)
+    text, path, folder = document.text, path_or_name(uri), ls.folder_of(uri)
     pipeline, use_context = ls.pipeline, ls.options.use_context and folder is not None
     token = CancellationToken()
     progress = await _Progress.start(ls, f"explaining {path.name}", token)
@@ -253,7 +248,7 @@ async def explain_command(ls: CoderLanguageServer, args: tuple[Any, ...]) -> dic
         return None
     written = write_explanation(explanation, path.name, explanations_dir())
     progress.end("done")
-    target = from_fs_path(str(written)) or written.as_uri()
+    target = uri_of(written)
     shown = False
     window = ls.client_capabilities.window
     if window is not None and window.show_document is not None and window.show_document.support:

@@ -19,13 +19,66 @@ from typing import Any
 
 from context.files import FileRefused, read_text_file
 from context.prompt import PromptLayout
-from lsp_server.pipeline import CompletionPipeline, CompletionRefused
+from lsp_server.cli.args import positive_int
+from lsp_server.completion.pipeline import CompletionPipeline, CompletionRefused
+from lsp_server.positions import PositionError, offset_of
 from runtime.engine import EngineOptions, LocalEngine
+from runtime.models import DEFAULT_DRAFT, DEFAULT_PRECISION, DEFAULT_TARGET, PRECISIONS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 64
 MAX_FILE_BYTES = 1 << 20
+
+
+def add_parser(commands: Any) -> None:
+    """Register `complete` on the CLI's subparsers; its flags are a contract (README)."""
+    complete = commands.add_parser(
+        "complete", help="complete at FILE:LINE:COL (1-based) and print the result"
+    )
+    where = complete.add_mutually_exclusive_group(required=True)
+    where.add_argument("target", nargs="?", metavar="FILE:LINE:COL", help="1-based position")
+    where.add_argument(
+        "--batch", metavar="REQUESTS.jsonl", help="one JSON request per line instead of a target"
+    )
+    complete.add_argument(
+        "--workspace", metavar="DIR", help="workspace root for repository context"
+    )
+    complete.add_argument("--json", action="store_true", help="print JSON instead of text")
+    complete.add_argument(
+        "--show-prompt", action="store_true", help="also print the prompt sent to the model"
+    )
+    complete.add_argument(
+        "--no-context", action="store_true", help="use the current file only, no repository"
+    )
+    complete.add_argument(
+        "--model", metavar="NAME", default=DEFAULT_TARGET, help="default: %(default)s"
+    )
+    draft = complete.add_mutually_exclusive_group()
+    draft.add_argument(
+        "--draft-model",
+        metavar="NAME",
+        default=DEFAULT_DRAFT,
+        help="speculative draft model (default: %(default)s)",
+    )
+    draft.add_argument(
+        "--no-draft",
+        action="store_true",
+        help="no speculative decoding: neither a draft model nor prompt lookup",
+    )
+    complete.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="most tokens to generate (default: engine's)",
+    )
+    complete.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="of the converted models (default here: %(default)s)",
+    )
+    complete.set_defaults(run=run)
 
 
 class RequestError(Exception):
@@ -149,35 +202,16 @@ def read_source(path: Path) -> str:
         raise RequestError(str(error)) from error
 
 
-def utf16_column(line: str, character: int) -> int:
-    """Index into `line` of UTF-16 code unit `character`: an astral character counts two
-    units (a position inside one is before it), a lone surrogate one, as in an editor."""
-    units = 0
-    for index, char in enumerate(line):
-        units += 2 if ord(char) > 0xFFFF else 1
-        if units > character:
-            return index
-    return len(line)
-
-
-def offset_of(text: str, line: int, character: int) -> int:
-    """Index into `text` of an LSP position (UTF-16 character units); out of range -> error."""
-    lines = text.split("\n")
-    if not 0 <= line < len(lines):
-        raise RequestError(f"line {line} is outside the file (0..{len(lines) - 1}, 0-based)")
-    length = len(lines[line]) + sum(ord(char) > 0xFFFF for char in lines[line])
-    if not 0 <= character <= length:
-        raise RequestError(f"character {character} is outside line {line} (0..{length}, 0-based)")
-    return sum(len(item) + 1 for item in lines[:line]) + utf16_column(lines[line], character)
-
-
 def complete_one(
     pipeline: CompletionPipeline, request: CompletionRequest, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Serve one request; the result fields are the CLI's JSON contract."""
     started = time.monotonic()
     text = request.text if request.text is not None else read_source(request.path)
-    offset = offset_of(text, request.line, request.character)
+    try:
+        offset = offset_of(text, request.line, request.character)
+    except PositionError as error:
+        raise RequestError(str(error)) from error
     try:
         done = pipeline.complete(
             request.path,
@@ -253,8 +287,8 @@ def run_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_complete(args: argparse.Namespace) -> int:
-    """Run the `complete` subcommand with the flags parsed by `lsp_server.cli`; the exit code."""
+def run(args: argparse.Namespace) -> int:
+    """Run the `complete` subcommand; the exit code."""
     if args.batch:
         return run_batch(args)
     try:

@@ -15,11 +15,9 @@ from pathlib import Path
 
 from context.files import redact_secrets
 from context.parsing import language_for_path
-from context.prompt import Segments
-from lsp_server.assist import (
+from lsp_server.code_actions.assist import (
     Region,
     admit,
-    chat_segments,
     check_lines,
     context_block,
     enclosing_definition,
@@ -28,7 +26,8 @@ from lsp_server.assist import (
     region_for,
     with_reference,
 )
-from lsp_server.pipeline import CompletionPipeline, tokenizable
+from lsp_server.completion.pipeline import CompletionPipeline, tokenizable
+from runtime.chatml import Segments, alternating, chat_segments
 from runtime.generate import CancellationToken, GenerationConfig
 
 logger = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def explain_prompt(name: str, code: str, region: Region, context: str) -> Segmen
         f"with these sections: **Purpose** (one sentence), **Inputs**, **Returns** (what it "
         f"returns), **Calls** (what the functions it calls do). Be brief."
     )
-    return chat_segments(SYSTEM, with_reference(context, request))
+    return chat_segments(alternating(SYSTEM, with_reference(context, request)))
 
 
 def title(name: str, region: Region) -> str:

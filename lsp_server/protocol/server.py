@@ -1,5 +1,5 @@
 """The language server object: its state (options, engine, workspaces, scheduler) and the
-background model load. Features live in lsp_server/features/, one module each."""
+background model load. Features live in lsp_server/protocol/features/, one module each."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import RPCRequest
-from pygls.uris import to_fs_path
 
 from context.files import FileRefused, FileRules, read_text_file
 from context.prompt import PromptBudget
-from lsp_server.debounce import DocumentScheduler
-from lsp_server.feedback import FeedbackStats
-from lsp_server.live import LiveGeneration
-from lsp_server.options import ServerOptions
-from lsp_server.pipeline import CompletionPipeline, Workspaces
+from lsp_server.completion.live import LiveGeneration
+from lsp_server.completion.pipeline import CompletionPipeline, Workspaces
+from lsp_server.positions import path_of
+from lsp_server.protocol.debounce import DocumentScheduler
+from lsp_server.protocol.feedback import FeedbackStats
+from lsp_server.protocol.options import ServerOptions
 from runtime.client import RemoteEngine, RemoteOptions
 from runtime.engine import Engine, EngineOptions, LocalEngine
 
@@ -185,11 +185,11 @@ class CoderLanguageServer(LanguageServer):
         document = self.workspace.text_documents.get(unquote(uri))
         if document is not None:
             return Snapshot(document.source, document.version, document.language_id or "")
-        path = to_fs_path(uri)
+        path = path_of(uri)
         if path is None:
             raise DocumentUnreadable(f"coder-lsp: {uri} is not open and not a file")
         try:
-            text = await asyncio.to_thread(read_text_file, Path(path), MAX_DOCUMENT_BYTES)
+            text = await asyncio.to_thread(read_text_file, path, MAX_DOCUMENT_BYTES)
         except FileRefused as error:
             raise DocumentUnreadable(f"coder-lsp: cannot read {path}: {error.reason}") from None
         return Snapshot(text, None, "")
@@ -225,10 +225,10 @@ class CoderLanguageServer(LanguageServer):
 
     def folder_of(self, uri: str) -> Path | None:
         """The workspace folder holding the document at `uri`, if any."""
-        path = to_fs_path(uri)
+        path = path_of(uri)
         if path is None:
             return None
-        resolved = Path(path).resolve()
+        resolved = path.resolve()
         for folder in self.folders:
             if resolved.is_relative_to(folder):
                 return folder

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.uris import to_fs_path
 
-from lsp_server.debounce import Superseded
-from lsp_server.pipeline import Completion, CompletionRefused
-from lsp_server.positions import offset_at, utf16_len
-from lsp_server.server import CoderLanguageServer, EngineState
+from lsp_server.completion.pipeline import Completion, CompletionRefused
+from lsp_server.positions import PositionError, offset_of, path_or_name, utf16_len
+from lsp_server.protocol.debounce import Superseded
+from lsp_server.protocol.server import CoderLanguageServer, EngineState
 from runtime.generate import CancellationToken
 
 logger = logging.getLogger(__name__)
@@ -61,13 +60,13 @@ async def _cursor(
     document = await ls.snapshot(uri)
     if not ls.options.language_enabled(document.language_id):
         return None
-    offset = offset_at(document.text, position.line, position.character)
-    if offset is None:
-        logger.info("%s: position %s is outside %s", method, position, uri)
+    try:
+        offset = offset_of(document.text, position.line, position.character)
+    except PositionError as error:
+        logger.info("%s: %s in %s", method, error, uri)
         ls.outcomes["bad position"] += 1
         return None
-    fs_path = to_fs_path(uri)
-    path = Path(fs_path) if fs_path is not None else Path(uri.rsplit("/", 1)[-1])
+    path = path_or_name(uri)
     folder = ls.folder_of(uri)
     return Cursor(document.text, document.version, offset, path, folder, document.language_id)
 

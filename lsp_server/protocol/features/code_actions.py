@@ -1,5 +1,6 @@
 """textDocument/codeAction, codeAction/resolve and the explain / repair commands: repair a
-diagnostic with a verified fix, explain code in Markdown (logic in lsp_server/actions.py)."""
+diagnostic with a verified fix, explain code in Markdown (logic in
+lsp_server/protocol/actions.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 from lsprotocol import types
 
-from lsp_server import actions
-from lsp_server.server import CoderLanguageServer
+from lsp_server.protocol import actions
+from lsp_server.protocol.server import CoderLanguageServer
 
 
 def register(server: CoderLanguageServer) -> None:

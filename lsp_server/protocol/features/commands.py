@@ -16,8 +16,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from lsp_server.server import CoderLanguageServer
-from lsp_server.suggest import show_prompt
+from lsp_server.protocol.server import CoderLanguageServer
+from lsp_server.protocol.suggest import show_prompt
 
 STATUS = "coderLsp.status"
 SHOW_PROMPT = "coderLsp.showPrompt"
