@@ -60,9 +60,10 @@ from typing import Any
 
 from context.prompt import PromptLayout
 from lsp_server.completion.pipeline import CompletionPipeline
+from runtime.config import PRECISIONS
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.generate import GenerationConfig
-from runtime.models import DEFAULT_PRECISION, PRECISIONS
+from runtime.models import DEFAULT_PRECISION
 
 logger = logging.getLogger("bench.fim_quality")
 

@@ -34,9 +34,8 @@ from typing import Any
 
 from lsprotocol import types
 
-from context.prompt import PromptLayout
+from lsp_server.code_actions.assist import ActionContext
 from lsp_server.code_actions.repair import RepairOptions, local_diagnostics, repair
-from lsp_server.completion.pipeline import CompletionPipeline
 from runtime.engine import EngineOptions, LocalEngine
 
 logger = logging.getLogger(__name__)
@@ -161,8 +160,7 @@ def run_mode(model: str, lookup: bool, chosen: list[Case], folder: Path) -> list
     """Repair every case with a fresh engine; one record per case."""
     # No draft model: the modes differ by prompt lookup alone.
     options = EngineOptions(model=model, draft_model=None)
-    engine = LocalEngine.load(options, progress=False)
-    pipeline = CompletionPipeline(engine, layout=PromptLayout.for_model(options.model))
+    context = ActionContext(LocalEngine.load(options, progress=False))
     records = []
     for index, case in enumerate(chosen):
         path = folder / f"case{index:02d}.py"
@@ -170,7 +168,7 @@ def run_mode(model: str, lookup: bool, chosen: list[Case], folder: Path) -> list
         target = target_of(case)
         assert target is not None, "cases() keeps only cases with a diagnostic"
         result = repair(
-            pipeline,
+            context,
             path,
             case.broken,
             target,
@@ -188,8 +186,8 @@ def run_mode(model: str, lookup: bool, chosen: list[Case], folder: Path) -> list
                 "latency_ms": result.latency_ms,
                 "attempts": result.attempts,
                 "tokens": result.generated_tokens,
-                "lookup_proposed": result.extra.get("lookup_proposed", 0),
-                "lookup_accepted": result.extra.get("lookup_accepted", 0),
+                "lookup_proposed": result.speculation.lookup_proposed,
+                "lookup_accepted": result.speculation.lookup_accepted,
                 "reason": result.reason,
             }
         )

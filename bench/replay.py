@@ -83,7 +83,8 @@ from bench.latency import LlamaSide
 from bench.sources import line_starts
 from context.files import FileRules
 from context.prompt import PromptBudget
-from lsp_server.completion.pipeline import CompletionPipeline, Workspaces, after_heal
+from context.workspaces import Workspaces
+from lsp_server.completion.pipeline import CompletionPipeline, after_heal
 from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
 from lsp_server.protocol.options import ServerOptions
 from runtime import models

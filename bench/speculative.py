@@ -37,15 +37,22 @@ import logging
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.sources import line_starts, module_path, round_robin
 from context.prompt import PromptBudget, build_prompt
 from runtime import models
+from runtime.config import PRECISIONS
 from runtime.engine import EngineOptions, LocalEngine
-from runtime.generate import GenerationConfig, GenerationResult, ModelRunner, generate
+from runtime.generate import (
+    GenerationConfig,
+    GenerationResult,
+    ModelRunner,
+    SpeculationStats,
+    generate,
+)
 from runtime.kv_cache import KVCache
 from runtime.speculative import SpeculationState, speculative_generate
 
@@ -108,7 +115,7 @@ class Run:
     tokens: list[int]
     generated: int
     decode_ms: float
-    extra: dict[str, int]
+    speculation: SpeculationStats
     catch_up_ms: float = 0.0
 
     @property
@@ -206,7 +213,7 @@ def measure(args: argparse.Namespace) -> list[Run]:
                     result.token_ids,
                     result.generated_tokens,
                     result.decode_ms,
-                    dict(result.extra),
+                    result.speculation,
                     catch_up,
                 )
             )
@@ -246,14 +253,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         speeds[name] = generated / seconds if seconds else 0.0
     for name in CONFIGS:
         selected = [run for run in runs if run.config == name]
-        proposed = sum(
-            run.extra.get("draft_proposed", 0) + run.extra.get("lookup_proposed", 0)
-            for run in selected
-        )
-        accepted = sum(
-            run.extra.get("draft_accepted", 0) + run.extra.get("lookup_accepted", 0)
-            for run in selected
-        )
+        speculation = sum((run.speculation for run in selected), SpeculationStats())
+        proposed, accepted = speculation.proposed, speculation.accepted
         same = sum(run.tokens == reference[run.item] for run in selected)
         catch_up = [run.catch_up_ms for run in selected if run.catch_up_ms]
         lines.append(
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
         "--precision",
-        choices=models.PRECISIONS,
+        choices=PRECISIONS,
         default=models.DEFAULT_PRECISION,
         help="of both models (default here: %(default)s)",
     )
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         raise SystemExit("no item produced a multi-line completion")
     if args.json:
-        records: list[dict[str, Any]] = [run.__dict__ | {"tok_s": run.tok_s} for run in runs]
+        records: list[dict[str, Any]] = [asdict(run) | {"tok_s": run.tok_s} for run in runs]
         args.json.write_text(json.dumps(records, indent=1))
     print(report(runs, args))
     return 0

@@ -6,8 +6,15 @@ order (`name`, `module.attr`, `obj.attr`, `self.attr`, the `x.` just before the 
 follows each through the workspace's imports to where it is defined: re-exports in
 `__init__.py`, `from x import *`, aliases, class bases, `self.attr` assigned an instance of a
 known class, parameter, variable and return annotations. Then come the names the file imports
-from the workspace that the scope does not use yet (what the user may be about to type), and
-the modules it imports whole.
+from the workspace that the scope does not use yet (what the user may be about to type), as
+headers only (a class's header and constructor, a function's signature), in import order, and
+the modules it imports whole. On a `from m import ` line being typed, the public names of `m`
+(a package's re-exports too) come first, as headers.
+
+Which of these pay was measured on the holes of `bench/repo_quality.py` (100 cross-file holes,
+prompts only): headers for unused imports and the `from m import` rule raised definition recall
+from 76 to 88 % at the default budget; ordering the unused imports by how often the file uses
+them (either way) lost 3 points against import order.
 
 Each definition is rendered as a stub: a function's signature and first docstring line; a
 class's bases, docstring line and member signatures; a variable's assignment with a long value
@@ -46,6 +53,8 @@ MAX_DEPTH = 8  # re-export / base-class hops followed
 # The x. before the cursor: a dotted chain at the end of the line.
 _RECEIVER = re.compile(r"([A-Za-z_][\w.]*)\.\w*$")
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*")
+# A `from m import` statement being typed: its module's names come next.
+_FROM_IMPORT = re.compile(r"^\s*from\s+(\.*)([A-Za-z_][\w.]*|)\s+import\b")
 # Decorators worth keeping on a signature: a bare name (`@property`, `@x.setter`), no call.
 _PLAIN_DECORATOR = re.compile(r"@[A-Za-z_][\w.]*")
 _KEPT_DUNDERS = frozenset({"__init__", "__call__"})
@@ -85,9 +94,10 @@ class _Module:
     symbols: dict[str, tree_sitter.Node] = field(default_factory=dict)  # name -> outer node
     bindings: dict[str, _Binding] = field(default_factory=dict)
     stars: list[str] = field(default_factory=list)
-    # Computed on first use: class members by class start byte, renderings by qualified name.
+    # Computed on first use: class members by class start byte, renderings by (qualified name,
+    # brief).
     members: dict[int, dict[str, _Entity]] = field(default_factory=dict)
-    rendered: dict[str, Definition | None] = field(default_factory=dict)
+    rendered: dict[tuple[str, bool], Definition | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -249,6 +259,12 @@ class DefinitionResolver:
         scope = self._scope(current, position)
         found: dict[tuple[str, str], Definition] = {}
         line = text[text.rfind("\n", 0, offset) + 1 : offset]
+        imported = self._imported_from(current, line)
+        if imported is not None:  # its public names, a package's re-exports too, as headers
+            for name in [*imported.module.symbols, *imported.module.bindings]:
+                entity = None if name.startswith("_") else self._lookup(imported.module, name)
+                if entity is not None and entity.kind != "module":
+                    self._add(scope, entity, found, brief=True)
         receiver = _RECEIVER.search(line)
         if receiver is not None:
             self._collect(scope, receiver.group(1).split("."), found, whole_module=True)
@@ -258,7 +274,9 @@ class DefinitionResolver:
             for base in self._bases(scope.owner):
                 self._add(scope, base, found)
         for name in current.bindings:
-            self._collect(scope, [name], found, whole_module=False)
+            entity = self._lookup(current, name)
+            if entity is not None and entity.kind != "module":
+                self._add(scope, entity, found, brief=True)
         for name, binding in current.bindings.items():
             if binding.submodule is not None:
                 self._collect(scope, [name], found, whole_module=True)
@@ -320,6 +338,16 @@ class DefinitionResolver:
         if binding.submodule is not None:
             return self._module_entity(binding.submodule, module.layout)
         return None
+
+    def _imported_from(self, module: _Module, line: str) -> _Entity | None:
+        """The module a `from m import ` line being typed imports from (its names are what
+        comes next)."""
+        statement = _FROM_IMPORT.match(line)
+        if statement is None:
+            return None
+        dots, dotted = statement.groups()
+        path = python_module_file(module.path, dotted, len(dots), module.layout)
+        return self._module_entity(path, module.layout) if path is not None else None
 
     def _module_entity(self, path: str, layout: WorkspaceLayout) -> _Entity | None:
         module = self._module(path, layout)
@@ -471,8 +499,15 @@ class DefinitionResolver:
                     self._add(scope, kind, found)
 
     @staticmethod
-    def _add(scope: _Scope, entity: _Entity, found: dict[tuple[str, str], Definition]) -> None:
-        """Render `entity` (a member: its class) unless it lives in the current file."""
+    def _add(
+        scope: _Scope,
+        entity: _Entity,
+        found: dict[tuple[str, str], Definition],
+        brief: bool = False,
+    ) -> None:
+        """Render `entity` (a member: its class) unless it lives in the current file; `brief`:
+        its header only (a name the file imports but the code at the cursor does not use yet:
+        many such headers fit where a few whole classes would)."""
         shown = entity.owner if entity.kind in ("method", "attribute") else entity
         if shown is None or shown.module.path == scope.module.path:
             return
@@ -480,9 +515,10 @@ class DefinitionResolver:
         if key in found:
             return
         rendered = shown.module.rendered
-        if shown.name not in rendered:
-            rendered[shown.name] = _render(shown)
-        definition = rendered[shown.name]
+        cached = (shown.name, brief)
+        if cached not in rendered:
+            rendered[cached] = _render(shown, brief)
+        definition = rendered[cached]
         if definition is not None:
             found[key] = definition
 
@@ -711,8 +747,9 @@ def _type_chains(node: tree_sitter.Node) -> Iterator[list[str]]:
 # Rendering
 
 
-def _render(entity: _Entity) -> Definition | None:
-    """The compact text of a class, function, variable or module."""
+def _render(entity: _Entity, brief: bool = False) -> Definition | None:
+    """The compact text of a class, function, variable or module; `brief`: a class's header
+    and constructor, a function's signature."""
     module = entity.module
     if entity.kind == "module":
         return Definition(module.path, "", 0, _module_outline(module))
@@ -720,9 +757,9 @@ def _render(entity: _Entity) -> Definition | None:
         return None
     core = _unwrap(entity.node)
     if entity.kind == "class":
-        text = _class_outline(entity)
+        text = _class_header(entity) if brief else _class_outline(entity)
     elif entity.kind == "function":
-        text = _signature(entity.node, docstring=True)
+        text = _signature(entity.node, docstring=not brief)
     else:
         text = _variable_line(core)
     return Definition(module.path, entity.name, entity.node.start_byte, text)
@@ -803,6 +840,16 @@ def _class_outline(entity: _Entity) -> str:
     if not shown and len(lines) == 1:
         shown = ["    ..."]
     return "\n".join(lines + list(dict.fromkeys(shown)))
+
+
+def _class_header(entity: _Entity) -> str:
+    """`class C(Base):` and its `__init__` signature."""
+    assert entity.node is not None
+    lines = [_header(_unwrap(entity.node))]
+    init = _class_members(entity).get("__init__")
+    if init is not None and init.kind == "method" and init.node is not None:
+        lines.append("    " + _header(_unwrap(init.node)) + " ...")
+    return "\n".join(lines if len(lines) > 1 else [lines[0] + " ..."])
 
 
 def _module_outline(module: _Module) -> str:

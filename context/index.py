@@ -29,8 +29,8 @@ from context.files import (
     normalize_rel_path,
     path_refusal,
     read_source,
-    redact_secrets,
 )
+from context.redaction import redact_secrets
 
 logger = logging.getLogger(__name__)
 

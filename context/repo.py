@@ -121,7 +121,11 @@ class RepoContext:
                 budget_tokens,
                 tuple(self.graph.dependencies(current)),
                 tuple((path, self._changes[path]) for path in ranked),
-                frozenset(definitions),  # the order only matters over budget
+                # Which definitions, not how they read: a name the code starts to use is shown
+                # whole instead of as a header only once the set changes, so a keystroke that
+                # only breaks the parse keeps the prompt byte-identical. The order only matters
+                # over budget.
+                frozenset((d.path, d.name) for d in definitions),
                 text is not None,
             )
             memo = self._memo.get(current)

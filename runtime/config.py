@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 # `fp16-int4`: int4 weights with fp16 activations throughout (embeddings, norms, attention, KV
 # cache), for GPU hosts, whose CUDA GroupQueryAttention takes fp16 only; the others keep fp32
 # activations (the CPU's fast kernels take fp32).
-PRECISIONS = ("int4", "int8", "w8a8", "fp32", "fp16-int4")
+Precision = Literal["int4", "int8", "w8a8", "fp32", "fp16-int4"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 _FP16 = "fp16-"
 # Bump when the ONNX graph the converter writes changes: cached conversions are keyed by it.
 GRAPH_FORMAT = 2

@@ -312,8 +312,8 @@ class LocalEngine(TokenizingEngine):
             result.prefill_ms,
             result.decode_ms,
         )
-        if result.extra:
-            logger.info("speculation: %s", result.extra)
+        if result.speculation.rounds:
+            logger.info("speculation: %s", result.speculation)
         return result
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import onnxruntime as ort
@@ -67,6 +68,48 @@ class GenerationConfig:
 
 
 @dataclass
+class SpeculationStats:
+    """What speculative decoding did in one generation (all zero for plain decoding). Drafted
+    tokens count once the target verified them: a lookup extension only if the target reached it.
+    """
+
+    draft_proposed: int = 0  # draft-model tokens
+    draft_accepted: int = 0
+    lookup_proposed: int = 0  # prompt-lookup tokens: matches, guesses, reached extensions
+    lookup_accepted: int = 0
+    rounds: int = 0  # target verify passes after the prefill
+    draft_fed: int = 0  # tokens the draft model ran, catch-up included
+    extension_proposed: int = 0  # lookup tokens sent after a draft model's, reached or not
+    extension_accepted: int = 0
+
+    @property
+    def proposed(self) -> int:
+        """Drafted tokens of both sources (draft model and prompt lookup)."""
+        return self.draft_proposed + self.lookup_proposed
+
+    @property
+    def accepted(self) -> int:
+        """Drafted tokens of both sources that the target accepted."""
+        return self.draft_accepted + self.lookup_accepted
+
+    def __add__(self, other: SpeculationStats) -> SpeculationStats:
+        """Both counts summed (a repair's attempts, a benchmark's runs)."""
+        return SpeculationStats(
+            *(getattr(self, count.name) + getattr(other, count.name) for count in fields(self))
+        )
+
+    def __str__(self) -> str:
+        """One log line: rounds, then accepted/drafted tokens in all and per source."""
+        return (
+            f"{self.rounds} rounds, accepted {self.accepted}/{self.proposed} drafted "
+            f"(draft model {self.draft_accepted}/{self.draft_proposed}, "
+            f"lookup {self.lookup_accepted}/{self.lookup_proposed}, "
+            f"extension {self.extension_accepted}/{self.extension_proposed} sent), "
+            f"draft model fed {self.draft_fed} tokens"
+        )
+
+
+@dataclass
 class GenerationResult:
     """What came out, why it stopped, and what it cost."""
 
@@ -77,7 +120,7 @@ class GenerationResult:
     cached_tokens: int
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
-    extra: dict[str, int] = field(default_factory=dict)
+    speculation: SpeculationStats = field(default_factory=SpeculationStats)
 
     @property
     def generated_tokens(self) -> int:
@@ -102,11 +145,15 @@ class ModelRunner:
         self.session = session
         self.config = config
         self.min_rows = min_rows
-        self._bindings: dict[int, ort.IOBinding] = {}
+        # Keyed by the cache itself, weakly: a freed cache's binding goes with it (by id(), a new
+        # cache at a reused address would be given the dead one's buffers).
+        self._bindings: weakref.WeakKeyDictionary[KVCache, ort.IOBinding] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _binding(self, cache: KVCache) -> ort.IOBinding:
         # One binding per cache: its 2 x layers KV buffers are bound once, not every step.
-        binding = self._bindings.get(id(cache))
+        binding = self._bindings.get(cache)
         if binding is None:
             binding = self.session.io_binding()
             # Outputs come back in binding order: logits first, so they are output 0.
@@ -120,7 +167,7 @@ class ModelRunner:
                 ):
                     binding.bind_ortvalue_input(past, value)
                     binding.bind_ortvalue_output(present, value)
-            self._bindings[id(cache)] = binding
+            self._bindings[cache] = binding
         return binding
 
     def forward(self, cache: KVCache, tokens: Sequence[int], keep: int = 1) -> np.ndarray:

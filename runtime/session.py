@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import onnxruntime as ort
 
@@ -16,7 +16,8 @@ from runtime.generate import PREFILL_CHUNK
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+Provider = Literal["auto", "tensorrt", "cuda", "cpu"]
+PROVIDER_CHOICES: tuple[Provider, ...] = get_args(Provider)
 _PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",

@@ -9,6 +9,8 @@ with temperature > 0 the rejection rule keeps every emitted token distributed as
 
 Invariant between rounds (as in `generate`): the target cache holds the sequence (prompt +
 generated) except its last token, whose logits come from the next pass.
+
+Where the constants come from: bench/RESULTS.md, "Speculation constants".
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from runtime.generate import (
     GenerationConfig,
     GenerationResult,
     ModelRunner,
+    SpeculationStats,
     TextStream,
     prefill,
     reuse_prefix,
@@ -35,28 +38,22 @@ from runtime.kv_cache import KVCache
 from runtime.tokenizer import QwenTokenizer
 
 LOOKUP_MAX_NGRAM = 3
-# Shortest tail n-gram whose match is worth a verify pass, without and with a draft model
-# (measured: bench/RESULTS.md, "Speculation constants").
+# Shortest tail n-gram whose match is worth a verify pass, without and with a draft model.
 LOOKUP_MIN_NGRAM = 2
 LOOKUP_MIN_NGRAM_WITH_DRAFT = 3
-# Where neither source has a draft, a one-token guess from any n-gram match (1-grams included):
-# wrong more often than right on code, but it pays wherever a second row costs little (a pass
-# padded to two rows anyway, or w8a8). Its own acceptance decides (measured: bench/RESULTS.md,
-# "Speculation constants").
+# Prior acceptance of a one-token guess (any match, 1-grams too): pays where a 2nd row is cheap.
 GUESS_ACCEPTANCE = 0.2
-# Longest lookup draft. A copied run is often long and on w8a8 extra rows are cheap; the
-# cost-aware length keeps it shorter where rows are dear (measured: bench/RESULTS.md,
-# "Speculation constants").
+# Longest lookup draft: copied runs are long; the cost-aware length cuts it where rows are dear.
 MAX_LOOKUP = 12
-# A draft model's proposal ends after a token it gave less than this probability, its length
-# then only a bound (`DraftSource.min_confidence`). Chosen from the draft's agreement with the
-# target by confidence on bench.speculative's real holes (bench/RESULTS.md, "Speculation
-# constants").
+# A draft model's proposal ends after a token it gave less than this probability.
 DRAFT_MIN_CONFIDENCE = 0.8
 
 
 def lookup_draft(
-    sequence: Sequence[int] | np.ndarray, k: int, min_ngram: int = 1, max_ngram: int = 3
+    sequence: Sequence[int] | np.ndarray,
+    k: int,
+    min_ngram: int = 1,
+    max_ngram: int = LOOKUP_MAX_NGRAM,
 ) -> tuple[list[int], int]:
     """Prompt lookup: the tokens that followed the most recent earlier occurrence of the longest
     tail n-gram (n = max_ngram..min_ngram) of `sequence`; (up to k tokens, n), or ([], 0)."""
@@ -106,12 +103,10 @@ def speculative_accept(
     return False, int(rng.choice(residual.size, p=residual / total))
 
 
-# Cost of a target pass over M rows (M = 1..8) relative to one row, measured on the int4 1.5B
-# (bench/RESULTS.md, "Speculation constants"). The prior until this process has timed its own
-# passes; beyond 8 rows, +0.24 per row.
+# Cost of a target pass over 1..8 rows relative to one row (int4 1.5B), until passes are timed.
 PRIOR_PASS_COST = (1.0, 1.10, 1.25, 1.52, 1.61, 1.82, 2.05, 2.29)
-# A draft-model step relative to a one-row target pass before it is measured (0.5B vs 1.5B;
-# bench/RESULTS.md, "Speculation constants").
+PRIOR_ROW_COST = 0.24  # each row beyond those
+# Cost of a draft-model step relative to a one-row target pass (0.5B vs 1.5B), until timed.
 PRIOR_DRAFT_STEP = 0.35
 
 
@@ -119,7 +114,7 @@ def prior_pass_cost(rows: int) -> float:
     """The prior relative cost of a target pass over `rows` rows."""
     if rows <= len(PRIOR_PASS_COST):
         return PRIOR_PASS_COST[max(rows, 1) - 1]
-    return PRIOR_PASS_COST[-1] + 0.24 * (rows - len(PRIOR_PASS_COST))
+    return PRIOR_PASS_COST[-1] + PRIOR_ROW_COST * (rows - len(PRIOR_PASS_COST))
 
 
 @dataclass
@@ -317,6 +312,166 @@ class _Drafter:
             self.fed += 1
 
 
+def _warm_drafter(
+    draft: ModelRunner | None,
+    draft_cache: KVCache | None,
+    prompt: Sequence[int],
+    costs: PassCosts,
+    max_catch_up: int | None,
+) -> _Drafter | None:
+    """The draft model over its cache; None without one, or when the cache lacks more than
+    `max_catch_up` tokens of the prompt (a cold request: that prefill costs more than it saves).
+    """
+    if draft is None or draft_cache is None:
+        return None
+    if max_catch_up is not None and len(prompt) - draft_cache.common_prefix(prompt) > max_catch_up:
+        return None
+    return _Drafter(draft, draft_cache, costs)
+
+
+def _room(target_cache: KVCache, drafter: _Drafter | None, length: int, left: int) -> int:
+    """Drafts that fit one round after a sequence of `length` tokens with `left` tokens still to
+    generate: the verify pass appends k+1 positions, and more than the budget is waste."""
+    room = min(target_cache.capacity - target_cache.length - 1, left - 1)
+    if drafter is not None:
+        room = min(room, drafter.cache.capacity - length + 1)
+    return room
+
+
+@dataclass
+class Proposal:
+    """One round's drafted tokens: `drafts` from `source` (lookup, draft or guess; "" for none),
+    then a lookup `extension` of a draft model's drafts: drafts may run into text seen before,
+    and a row costs little. `q_rows`: the draft model's distributions when it sampled."""
+
+    source: str = ""
+    drafts: list[int] = field(default_factory=list)
+    extension: list[int] = field(default_factory=list)
+    q_rows: list[np.ndarray] | None = None
+
+    @property
+    def tokens(self) -> list[int]:
+        """What the target verifies after the sequence's last token."""
+        return [*self.drafts, *self.extension]
+
+
+def propose(
+    sequence: list[int],
+    room: int,
+    state: SpeculationState,
+    drafter: _Drafter | None,
+    lookup: bool,
+    free_rows: int,
+    config: GenerationConfig,
+    rng: np.random.Generator,
+    interrupted: Callable[[], str | None],
+) -> Proposal | str:
+    """At most `room` tokens to follow `sequence`: a prompt-lookup match (a tail n-gram of
+    length >= 2, >= 3 with a draft model), else the draft model's tokens with a lookup
+    extension, else a one-token lookup guess; or why the draft model was interrupted. Each
+    source's length comes from `state` (asking counts an idle round towards its probe)."""
+    costs = state.costs
+    min_ngram = LOOKUP_MIN_NGRAM if drafter is None else LOOKUP_MIN_NGRAM_WITH_DRAFT
+    lookup_k = state.lookup.length(costs, 0.0, free_rows) if lookup else 0
+    if room <= 0:
+        return Proposal()
+    if lookup_k > 0:
+        drafts, _ = lookup_draft(sequence, min(lookup_k, room), min_ngram)
+        if drafts:
+            return Proposal("lookup", drafts)
+    if drafter is not None:
+        k = min(state.draft.length(costs, costs.draft_step(), free_rows), room)
+        if k > 0:
+            drafted = drafter.propose(
+                sequence, k, config, rng, interrupted, state.draft.min_confidence
+            )
+            if isinstance(drafted, str):
+                return drafted
+            drafts, q_rows = drafted
+            extension_k = min(lookup_k, room - len(drafts))
+            extension, _ = lookup_draft([*sequence, *drafts], extension_k, min_ngram)
+            return Proposal("draft", drafts, extension, q_rows)
+    if lookup:
+        k = min(state.guess.length(costs, 0.0, free_rows), room)
+        drafts, _ = lookup_draft(sequence, k)
+        if drafts:
+            return Proposal("guess", drafts)
+    return Proposal()
+
+
+def accept_prefix(
+    rows: np.ndarray, proposal: Proposal, config: GenerationConfig, rng: np.random.Generator
+) -> tuple[list[int], int]:
+    """The longest prefix of the proposal the target agrees with, and the token the target
+    emits after it (its correction of the first rejected one, or one past the proposal).
+    rows: [k+1, V], row i scoring the token after proposal token i-1. Greedy: agreement is the
+    argmax; sampling: the speculative-sampling rule, lookup tokens (the extension included)
+    being deterministic proposals."""
+    tokens = proposal.tokens
+    q_rows = proposal.q_rows or []
+    for index, drafted in enumerate(tokens):
+        if config.temperature > 0:
+            p = token_distribution(rows[index], config)  # [V]
+            q = q_rows[index] if index < len(q_rows) else None
+            ok, token = speculative_accept(p, drafted, rng, q)
+        else:
+            token = int(np.argmax(rows[index]))
+            ok = token == drafted
+        if not ok:
+            return tokens[:index], token
+    return tokens, sample_token(rows[len(tokens)], config, rng)
+
+
+def verify(
+    target: ModelRunner,
+    cache: KVCache,
+    last: int,
+    proposal: Proposal,
+    config: GenerationConfig,
+    rng: np.random.Generator,
+    costs: PassCosts,
+) -> tuple[list[int], int]:
+    """One target pass over [last, *proposal.tokens], timed into `costs`: what `accept_prefix`
+    says. Leaves `cache` holding the sequence up to `last` and the accepted tokens (not the
+    target's own token, which is emitted last)."""
+    tokens = proposal.tokens
+    base = cache.length  # the sequence except `last`
+    started = time.perf_counter()
+    rows = target.forward(cache, [last, *tokens], keep=len(tokens) + 1)  # [k+1, V]
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    costs.record_target(max(len(tokens) + 1, target.min_rows), elapsed_ms)
+    accepted, token = accept_prefix(rows, proposal, config, rng)
+    # Positions of rejected drafts are garbage now; the last emitted token is never cached.
+    cache.truncate(base + 1 + len(accepted))
+    return accepted, token
+
+
+def account(
+    stats: SpeculationStats, state: SpeculationState, proposal: Proposal, accepted: int
+) -> None:
+    """Count one verified round with `accepted` tokens of the proposal taken, and teach the
+    sources their acceptance: the drafts' own source, and lookup for an extension the target
+    reached (one it did not reach was not verified)."""
+    stats.rounds += 1
+    stats.extension_proposed += len(proposal.extension)
+    if not proposal.drafts:
+        return
+    drafted = len(proposal.drafts)
+    own = min(accepted, drafted)
+    if proposal.source == "draft":
+        stats.draft_proposed += drafted
+        stats.draft_accepted += own
+    else:  # a guess is a lookup too
+        stats.lookup_proposed += drafted
+        stats.lookup_accepted += own
+    state.source(proposal.source).update(drafted, own)
+    if proposal.extension and own == drafted:
+        stats.lookup_proposed += len(proposal.extension)
+        stats.lookup_accepted += accepted - own
+        stats.extension_accepted += accepted - own
+        state.lookup.update(len(proposal.extension), accepted - own)
+
+
 def speculative_generate(
     target: ModelRunner,
     draft: ModelRunner | None,
@@ -335,166 +490,69 @@ def speculative_generate(
 ) -> GenerationResult:
     """`generate` with speculation: same contract, same greedy output, same sampling law.
 
-    Drafts come from prompt lookup (free) when it finds a tail n-gram of length >= 2 (>= 3
-    with a draft model), else from `draft` (k greedy or sampled steps over `draft_cache`,
-    which may hold any prefix of the sequence, e.g. from a PrefixCache of the draft model).
-    `result.extra` counts draft_proposed / draft_accepted / lookup_proposed / lookup_accepted
-    (verified tokens; an extension's once the target reached it), rounds (target passes after the
-    prefill), draft_fed (tokens the draft model ran, catch-up included) and extension_proposed /
-    extension_accepted (lookup tokens sent after a draft model's, reached or not / accepted).
-
-    A draft model's k tokens are extended by a lookup continuation when one is found.
-    `state` carries the adaptive draft lengths across calls (default: fresh, from `max_draft`;
-    lookup up to MAX_LOOKUP).
-    A draft cache that lacks more than `max_draft_catch_up` tokens of the prompt (a cold
-    request) leaves the draft model out of this call: its prefill would cost more than it saves.
+    Each round proposes drafts (`propose`: prompt lookup, else `draft` over `draft_cache`,
+    which may hold any prefix of the sequence, e.g. from a PrefixCache of the draft model),
+    verifies them in one target pass (`verify`) and counts the round in `result.speculation`
+    (`account`). `state` carries the adaptive draft lengths across calls (default: fresh, from
+    `max_draft`; lookup up to MAX_LOOKUP). A draft cache that lacks more than
+    `max_draft_catch_up` tokens of the prompt (a cold request) leaves the draft model out.
     """
     if draft is not None and draft_cache is None:
         raise ValueError("a draft model needs a draft KV cache")
     start = start_generation(target, target_cache, prompt, config, cancel)
     result, interrupted, logits = start.result, start.interrupted, start.logits
-    extra = {
-        "draft_proposed": 0,
-        "draft_accepted": 0,
-        "lookup_proposed": 0,
-        "lookup_accepted": 0,
-        "rounds": 0,
-        "draft_fed": 0,
-        "extension_proposed": 0,
-        "extension_accepted": 0,
-    }
-    result.extra = extra
     if logits is None:
         return result
     rng = np.random.default_rng(config.seed)
-    sampling = config.temperature > 0
-
     stream = TextStream(tokenizer, config, on_text)
     result.token_ids = stream.token_ids
-    sequence = list(prompt)
+    sequence = list(prompt)  # == prompt + result.token_ids (stop tokens are not kept)
     if state is None:
         state = SpeculationState.initial(max_draft)
-    costs = state.costs
-    drafter = None if draft is None or draft_cache is None else _Drafter(draft, draft_cache, costs)
-    if (
-        drafter is not None
-        and max_draft_catch_up is not None
-        and len(prompt) - drafter.cache.common_prefix(prompt) > max_draft_catch_up
-    ):
-        drafter = None
-    min_ngram = LOOKUP_MIN_NGRAM if drafter is None else LOOKUP_MIN_NGRAM_WITH_DRAFT
+    drafter = _warm_drafter(draft, draft_cache, prompt, state.costs, max_draft_catch_up)
     # Rows a target pass costs anyway (see ModelRunner.min_rows): drafts that fill them are free.
     free_rows = max(1, target.min_rows)
 
-    def emit(token: int) -> str | None:
-        """Push one accepted token; the finish reason if generation ends with it."""
-        reason = stream.push(token)
-        if token not in stream.stops.stop_ids:
-            sequence.append(token)  # sequence == prompt + result.token_ids
-        if reason:
-            return reason
-        if len(stream.token_ids) >= config.max_new_tokens:
-            return "length"
-        # What `generate` checks: its cache then holds everything but this token.
-        if len(sequence) - 1 >= target_cache.capacity:
-            return "context"
+    def emit(tokens: list[int]) -> str | None:
+        """Push accepted tokens; the finish reason if generation ends with one of them."""
+        for token in tokens:
+            reason = stream.push(token)
+            if token not in stream.stops.stop_ids:
+                sequence.append(token)
+            if reason:
+                return reason
+            if len(stream.token_ids) >= config.max_new_tokens:
+                return "length"
+            # What `generate` checks: its cache then holds everything but this token.
+            if len(sequence) - 1 >= target_cache.capacity:
+                return "context"
         return None
 
-    reason = emit(sample_token(logits[-1], config, rng))
+    reason = emit([sample_token(logits[-1], config, rng)])
     while reason is None:
         reason = interrupted()
         if reason:
             break
-        # Room: the verify pass appends k+1 positions; more than the remaining budget is waste.
-        room = min(
-            target_cache.capacity - target_cache.length - 1,
-            config.max_new_tokens - len(stream.token_ids) - 1,
+        left = config.max_new_tokens - len(stream.token_ids)
+        room = _room(target_cache, drafter, len(sequence), left)
+        proposal = propose(
+            sequence, room, state, drafter, lookup, free_rows, config, rng, interrupted
         )
-        if drafter is not None:
-            room = min(room, drafter.cache.capacity - len(sequence) + 1)
-        drafts: list[int] = []
-        # After a draft model's k tokens, a free lookup continuation of sequence + drafts rides
-        # along in the same verify pass: drafts may run into text seen before, and on w8a8
-        # a row costs little (bench/RESULTS.md, "Speculation constants").
-        extension: list[int] = []
-        q_rows: list[np.ndarray] | None = None
-        source = ""
-        lookup_k = state.lookup.length(costs, 0.0, free_rows) if lookup else 0
-        if lookup_k > 0 and room > 0:
-            drafts, _ = lookup_draft(sequence, min(lookup_k, room), min_ngram, LOOKUP_MAX_NGRAM)
-            source = "lookup" if drafts else ""
-        if not drafts and drafter is not None and room > 0:
-            k = min(state.draft.length(costs, costs.draft_step(), free_rows), room)
-            if k > 0:
-                proposal = drafter.propose(
-                    sequence, k, config, rng, interrupted, state.draft.min_confidence
-                )
-                if isinstance(proposal, str):
-                    reason = proposal
-                    break
-                drafts, q_rows = proposal
-                source = "draft"
-                extension, _ = lookup_draft(
-                    [*sequence, *drafts],
-                    min(lookup_k, room - len(drafts)),
-                    min_ngram,
-                    LOOKUP_MAX_NGRAM,
-                )
-        if not drafts and lookup and room > 0:
-            k = min(state.guess.length(costs, 0.0, free_rows), room)
-            drafts, _ = lookup_draft(sequence, k, 1, LOOKUP_MAX_NGRAM)
-            source = "guess" if drafts else ""
+        if isinstance(proposal, str):
+            reason = proposal
+            break
         reason = interrupted()
         if reason:
             break
-
-        base = target_cache.length  # == len(sequence) - 1
-        passing = time.perf_counter()
-        proposed = [*drafts, *extension]
-        extra["extension_proposed"] += len(extension)
-        rows = target.forward(target_cache, [sequence[-1], *proposed], keep=len(proposed) + 1)
-        costs.record_target(
-            max(len(proposed) + 1, target.min_rows), (time.perf_counter() - passing) * 1000
+        accepted, token = verify(
+            target, target_cache, sequence[-1], proposal, config, rng, state.costs
         )
-        extra["rounds"] += 1
-        accepted: list[int] = []
-        correction: int | None = None
-        for index, token_proposed in enumerate(proposed):
-            if sampling:
-                p = token_distribution(rows[index], config)
-                # Lookup tokens (the extension included) are deterministic proposals.
-                q = None if q_rows is None or index >= len(q_rows) else q_rows[index]
-                ok, token = speculative_accept(p, token_proposed, rng, q)
-            else:
-                token = int(np.argmax(rows[index]))
-                ok = token == token_proposed
-            if not ok:
-                correction = token
-                break
-            accepted.append(token_proposed)
-        if correction is None:
-            correction = sample_token(rows[len(proposed)], config, rng)
-        if drafts:
-            counted = "draft" if source == "draft" else "lookup"  # a guess is a lookup too
-            own = min(len(accepted), len(drafts))
-            extra[f"{counted}_proposed"] += len(drafts)
-            extra[f"{counted}_accepted"] += own
-            state.source(source).update(len(drafts), own)
-            if extension and own == len(drafts):  # the extension was reached: it was verified
-                extra["lookup_proposed"] += len(extension)
-                extra["lookup_accepted"] += len(accepted) - own
-                extra["extension_accepted"] += len(accepted) - own
-                state.lookup.update(len(extension), len(accepted) - own)
-        # Positions of rejected drafts are garbage now; the last emitted token is never cached.
-        target_cache.truncate(base + 1 + len(accepted))
-        for token in [*accepted, correction]:
-            reason = emit(token)
-            if reason:
-                break
+        account(result.speculation, state, proposal, len(accepted))
+        reason = emit([*accepted, token])
         if drafter is not None:
             drafter.cache.truncate(min(drafter.cache.length, len(sequence) - 1))
     if drafter is not None:
-        extra["draft_fed"] = drafter.fed
+        result.speculation.draft_fed = drafter.fed
     # Leave the cache as `generate` would: prompt + generated tokens, minus the last one.
     target_cache.truncate(min(target_cache.length, len(sequence) - (reason != "stop")))
     result.finish_reason = reason

@@ -166,6 +166,12 @@ def _read_gguf_tokenizer(path: Path) -> tuple[list[str], list[int], list[str]]:
     return tokens, types, merges
 
 
+def tokenizable(text: str) -> str:
+    """`text` with lone surrogates (undecodable bytes an editor passed through) replaced one
+    for one, so the tokenizer accepts it and offsets stay valid."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class QwenTokenizer:
     """Qwen2.5-Coder's tokenizer: plain text to ids and back, plus the ids of its special tokens.
 

@@ -186,3 +186,25 @@ def test_secret_files_are_never_read(tmp_path: Path) -> None:
     assert "pkg/util.py" in [p.path for p in pieces]
     assert all(canary not in p.text() for p in pieces)
     assert all(not p.path.startswith("secrets/") for p in pieces)
+
+
+def test_a_from_import_being_typed_brings_what_the_module_offers(context: RepoContext) -> None:
+    found = definitions_at(context, "from pkg.util import ")
+    assert [(d.name, d.text) for d in found[:2]] == [
+        ("helper", "def helper(a, b=1): ..."),
+        ("NAMES", "NAMES = [ ... ]"),
+    ]
+    # A package: its own names, then what it re-exports, each as a header.
+    by_name = {d.name: d.text for d in definitions_at(context, "from pkg import ")}
+    assert by_name["Engine"] == "class Engine(Base):\n    def __init__(self, name): ..."
+    relative = definitions_at(context, "from ..pkg.result import ")
+    assert (relative[0].path, relative[0].name) == ("pkg/result.py", "Result")
+
+
+def test_names_imported_but_not_used_yet_come_as_headers(context: RepoContext) -> None:
+    by_name = {d.name: d.text for d in definitions_at(context, "x = 1")}
+    assert by_name["Result"] == "class Result: ..."
+    assert by_name["helper"] == "def helper(a, b=1): ..."
+    # Used at the cursor, the same names are rendered whole.
+    used = {d.name: d.text for d in definitions_at(context, "x = h(1)")}
+    assert used["helper"] == 'def helper(a, b=1):\n    """Help a little."""'

@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from context.files import (
-    REDACTED,
     FileLister,
     FileRefused,
     FileRules,
@@ -30,10 +29,9 @@ from context.files import (
     list_workspace_files,
     read_source,
     read_text_file,
-    redact_around,
-    redact_secrets,
 )
 from context.index import WorkspaceIndex
+from context.redaction import REDACTED, redact_around, redact_secrets
 
 # -- helpers ---------------------------------------------------------------------------------
 

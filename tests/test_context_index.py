@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from _support import commit_all, init_repo, write
 
-from context.files import REDACTED, FileRules
+from context.files import FileRules
 from context.index import WorkspaceIndex
+from context.redaction import REDACTED
 from context.watcher import Debouncer, WorkspaceWatcher
 
 # watchdog may register a watch twice when `mkdir -p` races its own recursive scan and says so

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtime import models
-from runtime.generate import GenerationConfig, ModelRunner, generate
+from runtime.generate import GenerationConfig, ModelRunner, SpeculationStats, generate
 from runtime.kv_cache import KVCache
 from runtime.numerics import exact_min_rows
 from runtime.session import SessionOptions, create_session
@@ -87,7 +87,7 @@ def test_speculative_greedy_equals_plain_greedy_on_the_real_model(
         if nucleus
         else GenerationConfig(max_new_tokens=40)
     )
-    totals = dict.fromkeys(["proposed", "accepted", "extension_proposed", "extension_accepted"], 0)
+    totals = SpeculationStats()
     for prompt in code_prompts(tokenizer, 6):
         expected = generate(runner, tokenizer, KVCache(runner.config, CAPACITY), prompt, config)
         result = speculative_generate(
@@ -104,12 +104,8 @@ def test_speculative_greedy_equals_plain_greedy_on_the_real_model(
             state=SpeculationState.initial(4, cost_aware=False),
         )
         assert result.token_ids == expected.token_ids
-        extra = result.extra
-        totals["proposed"] += extra["lookup_proposed"] + extra["draft_proposed"]
-        totals["accepted"] += extra["lookup_accepted"] + extra["draft_accepted"]
-        totals["extension_proposed"] += extra["extension_proposed"]
-        totals["extension_accepted"] += extra["extension_accepted"]
-    assert 0 < totals["accepted"] <= totals["proposed"]
+        totals += result.speculation
+    assert 0 < totals.accepted <= totals.proposed
     if draft_is_target:
         # The draft model's tokens were extended by lookup, and the target turned some down.
-        assert 0 < totals["extension_accepted"] < totals["extension_proposed"]
+        assert 0 < totals.extension_accepted < totals.extension_proposed

@@ -21,7 +21,6 @@ from runtime.convert import convert_to_onnx
 from runtime.generate import GenerationConfig, ModelRunner, generate
 from runtime.kv_cache import KVCache
 from runtime.numerics import exact_min_rows
-from runtime.scheduler import Job, Scheduler, SchedulerOptions
 from runtime.session import (
     ProviderError,
     SessionOptions,
@@ -30,6 +29,7 @@ from runtime.session import (
     tensorrt_options,
 )
 from runtime.speculative import SpeculationState, speculative_generate
+from runtime.team.scheduler import Job, Scheduler, SchedulerOptions
 from runtime.tokenizer import QwenTokenizer
 from runtime.weights import open_weight_source
 
@@ -178,7 +178,7 @@ def test_speculative_greedy_equals_plain_greedy(
             state=SpeculationState.initial(4, cost_aware=False),
         )
         assert result.token_ids == expected.token_ids, prompt
-        accepted += result.extra["draft_accepted"] + result.extra["lookup_accepted"]
+        accepted += result.speculation.accepted
     assert accepted > 0
 
 
@@ -340,7 +340,7 @@ def test_real_fp16_speculative_greedy_equals_plain_greedy(
             state=SpeculationState.initial(4, cost_aware=False),
         )
         assert result.token_ids == expected.token_ids
-        accepted += result.extra["draft_accepted"] + result.extra["lookup_accepted"]
+        accepted += result.speculation.accepted
     assert accepted > 0
 
 

@@ -24,20 +24,18 @@ from pathlib import Path
 import pytest
 
 from lsp_server.cli import build_parser, main
+from runtime.catalogue import EMBEDDED_MODELS, ChunkPart, EmbeddedModel
 from runtime.config import GRAPH_FORMAT, ModelConfig
 from runtime.models import (
     DAMAGED,
     DEFAULT_DRAFT,
     DEFAULT_PRECISION,
     DEFAULT_TARGET,
-    EMBEDDED_MODELS,
     FILE_HASHES,
     INSTALLED,
     MANIFEST_NAME,
     NOT_INSTALLED,
     PREPARED,
-    ChunkPart,
-    EmbeddedModel,
     ModelError,
     ModelRegistry,
     cache_root,

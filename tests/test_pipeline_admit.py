@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from _support import commit_all, init_repo, write
 
-from lsp_server.completion.pipeline import CompletionPipeline, CompletionRefused, Workspaces
+from context.workspaces import AdmissionRefused, Workspaces
 
 
 def test_a_file_created_after_indexing_is_admitted_unless_ignored(tmp_path: Path) -> None:
@@ -19,8 +19,6 @@ def test_a_file_created_after_indexing_is_admitted_unless_ignored(tmp_path: Path
     workspaces.get(tmp_path)  # indexed before the new files exist
     new = write(tmp_path, "new_module.py")
     ignored = write(tmp_path, "build/generated.py")
-    # admit() needs no model: the engine is never called.
-    pipeline = CompletionPipeline(engine=None, workspaces=workspaces)  # type: ignore[arg-type]
-    assert pipeline.admit(new, "x = 1\n", workspace=tmp_path).relative == "new_module.py"
-    with pytest.raises(CompletionRefused, match=r"excluded by \.gitignore"):
-        pipeline.admit(ignored, "x = 1\n", workspace=tmp_path)
+    assert workspaces.admit(new, "x = 1\n", workspace=tmp_path).relative == "new_module.py"
+    with pytest.raises(AdmissionRefused, match=r"excluded by \.gitignore"):
+        workspaces.admit(ignored, "x = 1\n", workspace=tmp_path)

@@ -184,6 +184,24 @@ def test_prefix_cache_keeps_sequences_within_its_byte_budget(tiny_config: ModelC
     assert caches.nbytes == 2 * one_cache
 
 
+def test_caches_made_and_freed_in_turn_each_score_their_own_sequence(tiny_onnx: Path) -> None:
+    # Caches come and go (one per request); a new one must never run on a freed one's buffers,
+    # whatever address it gets (a short cache's buffers cannot hold a long prompt).
+    runner = load_runner(tiny_onnx)
+    short, long = PROMPT[:8], PROMPT[:40]
+    expected = {8: runner.forward(KVCache(runner.config, 8), short)}
+    expected[64] = runner.forward(KVCache(runner.config, 64), long)
+    addresses = set()
+    for round_ in range(40):
+        capacity = 8 if round_ % 2 else 64
+        cache = KVCache(runner.config, capacity)
+        addresses.add(id(cache))
+        got = runner.forward(cache, short if capacity == 8 else long)
+        assert np.array_equal(got, expected[capacity])
+        del cache
+    assert len(addresses) < 40  # addresses were reused: the case under test happened
+
+
 def test_kv_cache_overflow_is_an_error(tiny_config: ModelConfig) -> None:
     cache = KVCache(tiny_config, 8)
     with pytest.raises(ValueError, match="overflow"):

@@ -11,8 +11,8 @@ import pytest
 from runtime.config import ModelConfig
 from runtime.generate import GenerationConfig, GenerationResult, ModelRunner, generate
 from runtime.kv_cache import KVCache
-from runtime.scheduler import Job, Rejected, Scheduler, SchedulerOptions, SlotPool
 from runtime.session import SessionOptions, create_session
+from runtime.team.scheduler import Job, Rejected, Scheduler, SchedulerOptions, SlotPool
 from runtime.tokenizer import QwenTokenizer
 
 WINDOW = 256

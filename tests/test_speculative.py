@@ -17,6 +17,7 @@ from runtime.generate import (
     GenerationConfig,
     GenerationResult,
     ModelRunner,
+    SpeculationStats,
     generate,
 )
 from runtime.kv_cache import KVCache
@@ -115,10 +116,7 @@ def test_greedy_equals_plain_greedy(
 ) -> None:
     draft = {"unrelated_draft": unrelated, "lookup_only": None}.get(setting, target)
     config = GenerationConfig(max_new_tokens=24)
-    totals = dict.fromkeys(
-        ["draft_proposed", "draft_accepted", "lookup_proposed", "lookup_accepted"], 0
-    )
-    totals["extension_proposed"] = 0
+    totals = SpeculationStats()
     for prompt in random_prompts(50):
         expected = plain(target, qwen_tokenizer, prompt, config)
         result, _ = speculate(
@@ -126,21 +124,20 @@ def test_greedy_equals_plain_greedy(
         )
         assert result.token_ids == expected.token_ids, prompt
         assert (result.text, result.finish_reason) == (expected.text, expected.finish_reason)
-        for name in totals:
-            totals[name] += result.extra[name]
+        totals += result.speculation
     if setting == "self_draft":
-        assert totals["draft_proposed"] > 200
-        assert totals["draft_accepted"] >= 0.98 * totals["draft_proposed"]
+        assert totals.draft_proposed > 200
+        assert totals.draft_accepted >= 0.98 * totals.draft_proposed
     elif setting == "self_draft_lookup":
         # The tiny model repeats itself: lookup finds a continuation of the accepted drafts.
-        assert totals["draft_proposed"] > 0 and totals["extension_proposed"] > 0
-        assert totals["lookup_accepted"] > 0
+        assert totals.draft_proposed > 0 and totals.extension_proposed > 0
+        assert totals.lookup_accepted > 0
     elif setting == "unrelated_draft":
-        assert totals["draft_proposed"] > 0
-        assert totals["draft_accepted"] < 0.5 * totals["draft_proposed"]
+        assert totals.draft_proposed > 0
+        assert totals.draft_accepted < 0.5 * totals.draft_proposed
     else:
-        assert totals["draft_proposed"] == 0
-        assert totals["lookup_proposed"] > 0 and totals["lookup_accepted"] > 0
+        assert totals.draft_proposed == 0
+        assert totals.lookup_proposed > 0 and totals.lookup_accepted > 0
 
 
 @pytest.mark.parametrize("setting", ["self_draft", "unrelated_draft", "lookup_only"])
@@ -232,9 +229,9 @@ def test_sampling_is_seeded_and_top_p_tiny_is_greedy(
     assert result.token_ids == greedy.token_ids
     # Self-drafting at temperature > 0: q == p, so (nearly) every draft is accepted.
     self_sampled, _ = speculate(target, target, qwen_tokenizer, PROMPT, sampled, lookup=False)
-    extra = self_sampled.extra
-    assert extra["draft_proposed"] > 0
-    assert extra["draft_accepted"] >= 0.9 * extra["draft_proposed"]
+    speculation = self_sampled.speculation
+    assert speculation.draft_proposed > 0
+    assert speculation.draft_accepted >= 0.9 * speculation.draft_proposed
 
 
 def test_without_any_draft_source_sampling_equals_generate(
@@ -243,7 +240,7 @@ def test_without_any_draft_source_sampling_equals_generate(
     config = GenerationConfig(max_new_tokens=16, temperature=0.8, top_p=0.9, seed=9)
     result, _ = speculate(target, None, qwen_tokenizer, PROMPT, config, lookup=False)
     assert result.token_ids == plain(target, qwen_tokenizer, PROMPT, config).token_ids
-    assert result.extra["rounds"] == 15
+    assert result.speculation.rounds == 15
 
 
 def test_cancellation_stops_within_one_round(
@@ -467,7 +464,7 @@ def test_engine_with_draft_and_lookup_matches_the_plain_engine(
     for prompt in (PROMPT, edited, PROMPT):
         result = speculative.complete(prompt, config)
         assert result.token_ids == baseline.complete(prompt, config).token_ids
-        assert result.extra["rounds"] > 0
+        assert result.speculation.rounds > 0
     # The draft model's cache is reused across requests like the target's.
     assert speculative.draft_cache is not None
     _, shared = speculative.draft_cache.acquire(PROMPT)
@@ -514,7 +511,7 @@ def test_stop_token_mid_round_matches_generate(
     )
     assert (result.token_ids, result.finish_reason) == (expected.token_ids, "stop")
     if not lookup:  # the draft proposed the stop token and it was accepted mid-round
-        assert result.extra["draft_accepted"] == result.extra["draft_proposed"] > 0
+        assert result.speculation.draft_accepted == result.speculation.draft_proposed > 0
     assert cache.tokens == plain_cache.tokens == [*PROMPT, *result.token_ids]
 
 
@@ -544,5 +541,5 @@ def test_cold_draft_cache_is_skipped_over_the_catch_up_limit(
     result, _ = speculate(
         target, unrelated, qwen_tokenizer, PROMPT, config, lookup=False, max_draft_catch_up=16
     )
-    assert result.extra["draft_fed"] == result.extra["draft_proposed"] == 0
+    assert result.speculation.draft_fed == result.speculation.draft_proposed == 0
     assert result.token_ids == plain(target, qwen_tokenizer, PROMPT, config).token_ids

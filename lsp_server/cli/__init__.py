@@ -13,10 +13,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lsp_server import serve_cli
 from lsp_server.cli import actions, complete, lsp, models
 from lsp_server.cli.args import host_port
 from runtime.models import ModelError
+from runtime.team import cli as serve
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(run=lsp.run)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (lsp, complete, actions, models, serve_cli):
+    for command in (lsp, complete, actions, models, serve):
         command.add_parser(commands)
     return parser
 

@@ -13,13 +13,11 @@ from typing import Any
 
 from lsprotocol import converters, types
 
-from context.prompt import PromptLayout
 from lsp_server.cli.args import positive_int
 from lsp_server.cli.complete import RequestError, read_source
-from lsp_server.code_actions.assist import ActionError
+from lsp_server.code_actions.assist import ActionContext, ActionError
 from lsp_server.code_actions.explain import ExplainOptions, explain
 from lsp_server.code_actions.repair import RepairOptions, RepairResult, diagnostics_at, repair
-from lsp_server.completion.pipeline import CompletionPipeline
 from lsp_server.positions import utf16_len
 from runtime.engine import EngineOptions, LocalEngine
 from runtime.models import DEFAULT_TARGET
@@ -81,9 +79,8 @@ def read_target(target: str, allow_range: bool) -> tuple[Path, str, int, int] | 
     return path, text, start, end
 
 
-def _pipeline(model: str) -> CompletionPipeline:
-    engine = LocalEngine.load(EngineOptions(model=model), progress=True)
-    return CompletionPipeline(engine, layout=PromptLayout.for_model(model))
+def _action_context(model: str) -> ActionContext:
+    return ActionContext(LocalEngine.load(EngineOptions(model=model), progress=True))
 
 
 def repair_json(result: RepairResult) -> dict[str, Any]:
@@ -117,7 +114,7 @@ def run_repair(args: argparse.Namespace) -> int:
         options = RepairOptions(attempts=args.attempts, lookup=not args.no_lookup)
         workspace = Path(args.workspace) if args.workspace else None
         result = repair(
-            _pipeline(args.model),
+            _action_context(args.model),
             path,
             text,
             found[0],
@@ -150,7 +147,7 @@ def run_explain(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace) if args.workspace else None
     try:
         explanation = explain(
-            _pipeline(args.model),
+            _action_context(args.model),
             path,
             text,
             start,

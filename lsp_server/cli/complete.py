@@ -22,8 +22,9 @@ from context.prompt import PromptLayout
 from lsp_server.cli.args import positive_int
 from lsp_server.completion.pipeline import CompletionPipeline, CompletionRefused
 from lsp_server.positions import PositionError, offset_of
+from runtime.config import PRECISIONS
 from runtime.engine import EngineOptions, LocalEngine
-from runtime.models import DEFAULT_DRAFT, DEFAULT_PRECISION, DEFAULT_TARGET, PRECISIONS
+from runtime.models import DEFAULT_DRAFT, DEFAULT_PRECISION, DEFAULT_TARGET
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +234,8 @@ def complete_one(
         "cached_tokens": result.cached_tokens,
         "generated_tokens": result.generated_tokens,
         # Drafted tokens of both sources (draft model and prompt lookup), verified by the target.
-        "draft_proposed": result.extra.get("draft_proposed", 0)
-        + result.extra.get("lookup_proposed", 0),
-        "draft_accepted": result.extra.get("draft_accepted", 0)
-        + result.extra.get("lookup_accepted", 0),
+        "draft_proposed": result.speculation.proposed,
+        "draft_accepted": result.speculation.accepted,
         "context_files": done.prompt.files,
     }
     if args.show_prompt:

@@ -6,13 +6,13 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from runtime.config import PRECISIONS
 from runtime.models import (
     DAMAGED,
     DEFAULT_DRAFT,
     DEFAULT_PRECISION,
     DEFAULT_TARGET,
     NOT_INSTALLED,
-    PRECISIONS,
     PREPARED,
     ModelStatus,
     cache_root,

@@ -1,27 +1,25 @@
-"""What the chat-style code actions (repair, explain) share: the region of code they work on
-(the enclosing function or class, found with tree-sitter), the reference turn of their ChatML
-prompts (`runtime.chatml`), the repository context the completion path builds, and LSP positions.
+"""What the chat-style code actions (repair, explain) share: what they run with (the engine,
+the workspaces, the context window), the region of code they work on (the enclosing function or
+class, found with tree-sitter), the reference turn of their ChatML prompts (`runtime.chatml`),
+the repository context the completion path builds, and LSP positions.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tree_sitter
 
 from context import parsing
-from context.files import redact_secrets
 from context.parsing import language_for_path, node_text
-from context.prompt import TokenCounter
+from context.prompt import PromptBudget, TokenCounter
+from context.redaction import redact_secrets
 from context.snippets import identifiers, outline
-from lsp_server.completion.pipeline import (
-    CompletionPipeline,
-    CompletionRefused,
-    SourceFile,
-    tokenizable,
-)
+from context.workspaces import AdmissionRefused, SourceFile, Workspaces
+from runtime.engine import Engine
+from runtime.tokenizer import tokenizable
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +83,16 @@ _CONTINUATIONS = ("else", "elif", "except", "finally", ")", "]", "}")
 
 class ActionError(Exception):
     """A code action request that cannot be served: bad range, unreadable or refused file."""
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What a code action runs with: the model, the workspaces its repository context and
+    admission come from, and the budget whose `window_tokens` its prompt and answer fit."""
+
+    engine: Engine
+    workspaces: Workspaces = field(default_factory=Workspaces)
+    budget: PromptBudget = field(default_factory=PromptBudget)
 
 
 @dataclass(frozen=True)
@@ -296,14 +304,15 @@ def context_block(
 
 
 def admit(
-    pipeline: CompletionPipeline,
+    workspaces: Workspaces,
     path: Path,
     text: str,
     workspace: Path | None,
     use_context: bool,
 ) -> SourceFile:
-    """`pipeline.admit` (secret and gitignored files refused) with the refusal as ActionError."""
+    """`workspaces.admit` (secret and gitignored files refused) with the refusal as
+    ActionError."""
     try:
-        return pipeline.admit(path, text, workspace=workspace, use_context=use_context)
-    except CompletionRefused as error:
+        return workspaces.admit(path, text, workspace=workspace, use_context=use_context)
+    except AdmissionRefused as error:
         raise ActionError(str(error)) from error

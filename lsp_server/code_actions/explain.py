@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from context.files import redact_secrets
 from context.parsing import language_for_path
+from context.redaction import redact_secrets
 from lsp_server.code_actions.assist import (
+    ActionContext,
     Region,
     admit,
     check_lines,
@@ -26,9 +27,9 @@ from lsp_server.code_actions.assist import (
     region_for,
     with_reference,
 )
-from lsp_server.completion.pipeline import CompletionPipeline, tokenizable
 from runtime.chatml import Segments, alternating, chat_segments
 from runtime.generate import CancellationToken, GenerationConfig
+from runtime.tokenizer import tokenizable
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def title(name: str, region: Region) -> str:
 
 
 def explain(
-    pipeline: CompletionPipeline,
+    context: ActionContext,
     path: Path,
     text: str,
     start_line: int,
@@ -108,24 +109,26 @@ def explain(
     cancel: CancellationToken | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> Explanation:
-    """Explain lines [start_line, end_line] (0-based) of `text`, the buffer of `path`.
-    Raises ActionError for bad lines and files that must stay local. Blocking."""
+    """Explain lines [start_line, end_line] (0-based) of `text`, the buffer of `path`, with
+    `context`'s engine and workspaces. Raises ActionError for bad lines and files that must stay
+    local. Blocking."""
     options = options or ExplainOptions()
     started = time.monotonic()
     text = tokenizable(text)
     region = explain_region(str(path), text, start_line, end_line)
-    source = admit(pipeline, path, text, workspace, use_context)
-    count = pipeline.engine.count_tokens
+    source = admit(context.workspaces, path, text, workspace, use_context)
+    engine = context.engine
+    count = engine.count_tokens
     code = redact_secrets(region.text(text))
-    room = pipeline.budget.window_tokens - 1 - options.max_tokens
+    room = context.budget.window_tokens - 1 - options.max_tokens
     ids: list[int] = []
     for repo_tokens, file_tokens in ((options.repo_tokens, options.file_tokens), (0, 0)):
-        context = ""
+        reference = ""
         if repo_tokens or file_tokens:
-            context = context_block(
+            reference = context_block(
                 source, text, region, count, repo_tokens=repo_tokens, file_tokens=file_tokens
             )
-        ids = pipeline.engine.encode_prompt(explain_prompt(source.name, code, region, context))
+        ids = engine.encode_prompt(explain_prompt(source.name, code, region, reference))
         if len(ids) <= room:
             break
     lines = code.split("\n")
@@ -133,9 +136,9 @@ def explain(
         # Too long even alone: keep the head of the code (the signature and docstring).
         lines = lines[: len(lines) // 2]
         head = "\n".join(lines) + "\n...\n"
-        ids = pipeline.engine.encode_prompt(explain_prompt(source.name, head, region, ""))
+        ids = engine.encode_prompt(explain_prompt(source.name, head, region, ""))
     config = GenerationConfig(max_new_tokens=options.max_tokens, timeout_s=options.timeout_s)
-    result = pipeline.engine.complete(ids, config, cancel, on_text)
+    result = engine.complete(ids, config, cancel, on_text)
     body = result.text.strip()
     if result.finish_reason == "length":
         body += "\n\n*(cut at the length limit)*"

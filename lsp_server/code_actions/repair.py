@@ -29,9 +29,10 @@ from lsprotocol import types
 from pyflakes import checker, messages
 
 from context import parsing
-from context.files import REDACTED, redact_secrets
 from context.parsing import language_for_path
+from context.redaction import REDACTED, redact_secrets
 from lsp_server.code_actions.assist import (
+    ActionContext,
     ActionError,
     Region,
     admit,
@@ -44,10 +45,10 @@ from lsp_server.code_actions.assist import (
     region_for,
     with_reference,
 )
-from lsp_server.completion.pipeline import CompletionPipeline, tokenizable
 from lsp_server.positions import offset_of, position_of, utf16_len
 from runtime.chatml import Segments, alternating, chat_segments
-from runtime.generate import CancellationToken, GenerationConfig
+from runtime.generate import CancellationToken, GenerationConfig, SpeculationStats
+from runtime.tokenizer import tokenizable
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class RepairResult:
     patched: str | None = None  # the whole file after the edits
     attempts: int = 0
     generated_tokens: int = 0
-    extra: dict[str, int] = field(default_factory=dict)  # speculation counters, summed
+    speculation: SpeculationStats = field(default_factory=SpeculationStats)  # attempts summed
 
 
 # --- diagnostics -------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ def repair_prompt(
 
 
 def repair(
-    pipeline: CompletionPipeline,
+    context: ActionContext,
     path: Path,
     text: str,
     target: types.Diagnostic,
@@ -396,8 +397,8 @@ def repair(
     options: RepairOptions | None = None,
     cancel: CancellationToken | None = None,
 ) -> RepairResult:
-    """Ask the model to fix `target` in `text` (the buffer of `path`); the verified edits, or
-    none and the reason. Blocking: run it off the event loop."""
+    """Ask `context`'s model to fix `target` in `text` (the buffer of `path`); the verified
+    edits, or none and the reason. Blocking: run it off the event loop."""
     options = options or RepairOptions()
     started = time.monotonic()
     result = RepairResult(False, [], "", diagnostic=target)
@@ -412,7 +413,7 @@ def repair(
     line = target.range.start.line
     try:
         region = region_for(str(path), text, line, line, max_lines=options.max_region_lines)
-        source = admit(pipeline, path, text, workspace, use_context)
+        source = admit(context.workspaces, path, text, workspace, use_context)
     except ActionError as error:
         return done(str(error))
     result.region = region
@@ -422,13 +423,14 @@ def repair(
     margin = margin_of(original.replace("\r\n", "\n"))
     redacted = redact_secrets(original)
     shown = dedent(redacted.replace("\r\n", "\n"), margin)
-    count = pipeline.engine.count_tokens
+    engine = context.engine
+    count = engine.count_tokens
     region_tokens = count(shown)
     max_new = region_tokens + 32 + region_tokens // 4
-    window = pipeline.budget.window_tokens - 1
+    window = context.budget.window_tokens - 1
     ids: list[int] = []
     for repo_tokens, file_tokens in ((options.repo_tokens, options.file_tokens), (0, 0)):
-        context = (
+        reference = (
             context_block(
                 source, text, region, count, repo_tokens=repo_tokens, file_tokens=file_tokens
             )
@@ -436,8 +438,8 @@ def repair(
             else ""
         )
         relative_line = line - region.start_line + 1
-        prompt = repair_prompt(source.name, shown, target, relative_line, context)
-        ids = pipeline.engine.encode_prompt(prompt)
+        prompt = repair_prompt(source.name, shown, target, relative_line, reference)
+        ids = engine.encode_prompt(prompt)
         if len(ids) + max_new <= window:
             break
     else:
@@ -455,11 +457,10 @@ def repair(
             seed=attempt if sampled else None,
             lookup=options.lookup,
         )
-        generated = pipeline.engine.complete(ids, config, cancel)
+        generated = engine.complete(ids, config, cancel)
         result.attempts += 1
         result.generated_tokens += generated.generated_tokens
-        for key, value in generated.extra.items():
-            result.extra[key] = result.extra.get(key, 0) + value
+        result.speculation += generated.speculation
         if generated.finish_reason in ("cancelled", "deadline"):
             return done(generated.finish_reason)
         problem = _check_answer(

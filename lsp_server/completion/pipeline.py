@@ -4,26 +4,15 @@ post-processing. The CLI and the language server both call this."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from context.files import FileRules, path_refusal, redact_around
-from context.index import WorkspaceIndex
-from context.prompt import (
-    ContextPiece,
-    Prompt,
-    PromptBudget,
-    PromptLayout,
-    TokenCounter,
-    build_prompt,
-)
-from context.repo import RepoContext
-from context.watcher import WorkspaceWatcher
+from context.prompt import Prompt, PromptBudget, PromptLayout, build_prompt
+from context.redaction import redact_around
+from context.workspaces import AdmissionRefused, SourceFile, Workspaces
 from lsp_server.completion.forward_cache import (
     ForwardCache,
     ForwardHit,
@@ -35,105 +24,14 @@ from lsp_server.completion.postprocess import CursorContext, postprocess, stop_r
 from lsp_server.completion.warmup import CacheWarmer
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
+from runtime.tokenizer import tokenizable
 
 logger = logging.getLogger(__name__)
 
 
 class CompletionRefused(Exception):
-    """The file must not reach a model (a secret, or excluded by .gitignore): nothing is sent."""
-
-
-def tokenizable(text: str) -> str:
-    """`text` with lone surrogates (undecodable bytes an editor passed through) replaced one
-    for one, so the tokenizer accepts it and offsets stay valid."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def workspace_root(path: Path) -> Path:
-    """The git work tree holding `path`, else its folder."""
-    folder = path.parent if not path.is_dir() else path
-    try:
-        top = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return folder
-    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else folder
-
-
-@dataclass
-class Workspaces:
-    """Indexed workspaces by root, opened on first use (index + import graph). With `watch`
-    (the language server), each is watched from then on (context.watcher): files created,
-    deleted or newly ignored reach the index and the import graph; the CLI re-checks the
-    current file per request instead."""
-
-    rules: FileRules = field(default_factory=FileRules)
-    watch: bool = False
-    _open: dict[Path, RepoContext] = field(default_factory=dict)
-    _watchers: list[WorkspaceWatcher] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def opened(self, root: Path) -> RepoContext | None:
-        """The repository context of `root` if it is already indexed."""
-        with self._lock:
-            return self._open.get(root.resolve())
-
-    def get(self, root: Path) -> RepoContext:
-        """The repository context of `root`, indexing it the first time."""
-        root = root.resolve()
-        with self._lock:
-            repo = self._open.get(root)
-            if repo is None:
-                started = time.monotonic()
-                index = WorkspaceIndex(root, self.rules)
-                if not self._watch(index):
-                    index.refresh()
-                repo = RepoContext(index)
-                repo.build()
-                self._open[root] = repo
-                logger.info("indexed %s in %.2f s", root, time.monotonic() - started)
-            return repo
-
-    def _watch(self, index: WorkspaceIndex) -> bool:
-        """Start watching `index` (which scans it once the watch is in place); False when not
-        watching (off, or the OS refused: then the caller scans)."""
-        if not self.watch:
-            return False
-        watcher = WorkspaceWatcher()
-        if not watcher.start(index):
-            return False
-        self._watchers.append(watcher)
-        return True
-
-    def close(self) -> None:
-        """Stop every watcher (the indexes stay usable, unwatched)."""
-        with self._lock:
-            watchers, self._watchers = self._watchers, []
-        for watcher in watchers:
-            watcher.stop()
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """A buffer cleared to reach a model: its name in prompts and, with context, its workspace."""
-
-    name: str  # workspace-relative path, else the file name
-    repo: RepoContext | None = None
-    relative: str | None = None
-
-    def context(
-        self, count: TokenCounter, budget_tokens: int, text: str, offset: int
-    ) -> list[ContextPiece]:
-        """Repository context for this buffer (`text`, cursor at `offset`): the definitions the
-        cursor's code uses, then file outlines, within `budget_tokens` ([] without a repo)."""
-        if self.repo is None or self.relative is None:
-            return []
-        return self.repo.context_for(self.relative, count, budget_tokens, text=text, offset=offset)
+    """The file must not reach a model (a secret, or excluded by .gitignore): nothing is sent
+    (context.workspaces' AdmissionRefused, as the pipeline's callers see it)."""
 
 
 def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
@@ -293,7 +191,7 @@ class CompletionPipeline:
         path, text, offset = request.path, request.text, request.offset
         source, heal = "model", ""
         if hit is not None and hit.continuation is not None:
-            self.admit(path, text, workspace=request.workspace, use_context=request.use_context)
+            self._admit(path, text, request.workspace, request.use_context)
             prompt, prompt_ids = hit.prompt, list(hit.continuation)
             source = "continuation"
         else:
@@ -441,6 +339,10 @@ class CompletionPipeline:
             self.layout,
         )
 
+    def set_prompt_settings(self, budget: PromptBudget, layout: PromptLayout) -> None:
+        """Build prompts within `budget` and in `layout` from now on (the settings changed)."""
+        self.budget, self.layout = budget, layout
+
     def forget(self) -> None:
         """Drop the last generation and every remembered suggestion (when what builds the
         prompts changed in a way the settings do not show, as a benchmark's variants do)."""
@@ -491,35 +393,15 @@ class CompletionPipeline:
         )
         self.forward.remember(key, prediction)
 
-    def admit(
-        self,
-        path: Path,
-        text: str,
-        *,
-        workspace: Path | None = None,
-        use_context: bool = True,
+    def _admit(
+        self, path: Path, text: str, workspace: Path | None, use_context: bool
     ) -> SourceFile:
-        """Where `path` (buffer `text`) sits, once it may reach a model: raises CompletionRefused
-        for secret files, links to secrets or out of the workspace, non-regular files and files
-        the workspace excludes (.gitignore); the buffer goes to the workspace index so that
-        repository context sees it."""
-        repo = self.workspaces.get(workspace or workspace_root(path)) if use_context else None
-        relative = repo.index.relative_path(path) if repo is not None else None
-        if repo is not None and relative is not None:
-            why = repo.index.refusal(relative)
-        else:
-            # No workspace (or a file outside it): the file's own folder is its workspace.
-            absolute = Path(os.path.abspath(path))
-            base = Path(os.path.abspath(workspace)) if workspace is not None else None
-            root = base if base is not None and absolute.is_relative_to(base) else absolute.parent
-            relative_to_root = absolute.relative_to(root).as_posix()
-            why = path_refusal(root, relative_to_root, self.workspaces.rules)
-        name = relative or path.name
-        if why is not None:
-            raise CompletionRefused(f"{name}: {why}; nothing is sent to a model")
-        if repo is not None and relative is not None:
-            repo.index.set_buffer(relative, text)
-        return SourceFile(name, repo, relative)
+        """`Workspaces.admit` (secret and gitignored files refused) with the refusal as
+        CompletionRefused."""
+        try:
+            return self.workspaces.admit(path, text, workspace=workspace, use_context=use_context)
+        except AdmissionRefused as error:
+            raise CompletionRefused(str(error)) from error
 
     def prompt(
         self,
@@ -535,7 +417,7 @@ class CompletionPipeline:
         CompletionRefused for files that must stay local."""
         text = tokenizable(text)
         budget = budget or self.budget
-        source = self.admit(path, text, workspace=workspace, use_context=use_context)
+        source = self._admit(path, text, workspace, use_context)
         repo, relative, name = source.repo, source.relative, source.name
         # Redacted as one text (a key block around the cursor goes on both sides), then split.
         before, after = redact_around(text, offset)

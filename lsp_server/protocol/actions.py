@@ -25,7 +25,7 @@ import cattrs
 from lsprotocol import converters, types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from lsp_server.code_actions.assist import ActionError
+from lsp_server.code_actions.assist import ActionContext, ActionError
 from lsp_server.code_actions.explain import Explanation, explain, write_explanation
 from lsp_server.code_actions.repair import RepairResult, local_diagnostics, repair
 from lsp_server.positions import path_or_name, uri_of
@@ -50,6 +50,14 @@ def explanations_dir() -> Path:
 
 def _overlaps(diagnostic: types.Diagnostic, first: int, last: int) -> bool:
     return diagnostic.range.start.line <= last and diagnostic.range.end.line >= first
+
+
+def _action_context(ls: CoderLanguageServer) -> ActionContext | None:
+    """What the code actions run with (the server's engine, workspaces and prompt budget), or
+    None while the model is not ready."""
+    if ls.state is not EngineState.READY or ls.engine is None:
+        return None
+    return ActionContext(ls.engine, ls.workspaces, ls.prompt_budget())
 
 
 def _resolves_edits(ls: CoderLanguageServer) -> bool:
@@ -139,17 +147,18 @@ async def repair_data(ls: CoderLanguageServer, data: Any) -> tuple[str | None, R
     except (KeyError, TypeError, AttributeError, cattrs.BaseValidationError) as error:
         logger.info("code action data not understood: %r (%s)", data, error)
         return None, RepairResult(False, [], "the action's data is not coder-lsp's")
-    if ls.state is not EngineState.READY or ls.pipeline is None:
+    context = _action_context(ls)
+    if context is None:
         return uri, RepairResult(False, [], f"the model is not ready ({ls.state.value})")
     document = await ls.snapshot(uri)
     if document.version != version:
         return uri, RepairResult(False, [], "the document changed; ask for the fix again")
     text, path, folder = document.text, path_or_name(uri), ls.folder_of(uri)
-    pipeline, use_context = ls.pipeline, ls.options.use_context and folder is not None
+    use_context = ls.options.use_context and folder is not None
 
     def work(token: CancellationToken) -> RepairResult:
         return repair(
-            pipeline,
+            context,
             path,
             text,
             diagnostic,
@@ -209,19 +218,20 @@ async def explain_command(ls: CoderLanguageServer, args: tuple[Any, ...]) -> dic
     """`coderLsp.explain <uri> <first line> <last line>` (0-based): the Markdown document,
     shown to the user; returns {"uri", "markdown", "shown"}, or None when nothing was made."""
     uri, first, last = _explain_args(args)
-    if ls.state is not EngineState.READY or ls.pipeline is None:
+    context = _action_context(ls)
+    if context is None:
         message = f"coder-lsp: the model is not ready ({ls.state.value})"
         ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, message))
         return None
     document = await ls.snapshot(uri)
     text, path, folder = document.text, path_or_name(uri), ls.folder_of(uri)
-    pipeline, use_context = ls.pipeline, ls.options.use_context and folder is not None
+    use_context = ls.options.use_context and folder is not None
     token = CancellationToken()
     progress = await _Progress.start(ls, f"explaining {path.name}", token)
 
     def work(cancel: CancellationToken) -> Explanation:
         return explain(
-            pipeline,
+            context,
             path,
             text,
             first,

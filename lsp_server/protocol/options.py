@@ -1,20 +1,35 @@
 """Server options: camelCase on the wire (initializationOptions, didChangeConfiguration),
-resolved into typed, defaulted settings. An invalid value is reported by field name and that
-field falls back to its default; the rest of the options still apply."""
+resolved into typed, defaulted settings. Each field's type says which wire values it takes (a
+`Literal` its choices, `Annotated[int, Bounds(...)]` its range). An invalid value is reported by
+field name and that field falls back to its default; the rest of the options still apply."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 from context.prompt import PromptLayout
 from runtime import models
+from runtime.config import Precision
+from runtime.session import Provider
 
 logger = logging.getLogger(__name__)
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+# local: this process runs the model; remote: an OpenAI-compatible server at engine_url
+# (`coder-lsp serve`, vLLM, llama.cpp); auto: remote when engine_url is set.
+EngineMode = Literal["auto", "local", "remote"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range of an integer option, both ends included: `Annotated[int, Bounds(0, 10)]`."""
+
+    low: int
+    high: int
 
 
 @dataclass(frozen=True)
@@ -23,21 +38,19 @@ class ServerOptions:
 
     model: str = models.DEFAULT_TARGET
     draft_model: str | None = models.DEFAULT_DRAFT
-    precision: str = models.DEFAULT_PRECISION
-    provider: str = "auto"
-    # local: this process runs the model; remote: an OpenAI-compatible server at engine_url
-    # (`coder-lsp serve`, vLLM, llama.cpp); auto: remote when engine_url is set.
-    engine: str = "auto"
+    precision: Precision = models.DEFAULT_PRECISION
+    provider: Provider = "auto"
+    engine: EngineMode = "auto"
     engine_url: str | None = None  # a remote engine (team server) instead of a local model
     engine_token: str | None = None
-    max_tokens: int = 64
-    debounce_ms: int = 150
+    max_tokens: Annotated[int, Bounds(1, 1024)] = 64
+    debounce_ms: Annotated[int, Bounds(0, 5000)] = 150
     # The time a suggestion may take from the request (0: no limit, wait for the whole
     # answer). Within it a block answer is shown as soon as its first whole lines are written
     # and the rest is generated in the background (lsp_server/completion/live.py).
-    max_latency_ms: int = 900
-    context_budget: int = 1024  # tokens of repository context
-    suffix_budget: int = 128  # tokens of the text after the cursor
+    max_latency_ms: Annotated[int, Bounds(0, 60000)] = 900
+    context_budget: Annotated[int, Bounds(0, 16384)] = 1024  # tokens of repository context
+    suffix_budget: Annotated[int, Bounds(0, 1024)] = 128  # tokens of the text after the cursor
     use_context: bool = True
     # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.
     typed_line_leads: bool = True
@@ -46,7 +59,7 @@ class ServerOptions:
     suffix_from_next_line: bool | None = None
     languages: tuple[str, ...] = ("*",)
     secret_globs: tuple[str, ...] = ()
-    log_level: str = "info"
+    log_level: LogLevel = "info"
 
     def language_enabled(self, language_id: str) -> bool:
         """Whether completions are offered for this LSP language id."""
@@ -66,73 +79,78 @@ class ServerOptions:
         return self.engine == "remote" or (self.engine == "auto" and bool(self.engine_url))
 
 
-# wire name -> (field name, check returning an error message or None)
-def _positive(limit: int) -> Any:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
-            return f"expected an integer in 1..{limit}"
-        return None
+Check = Callable[[object], str | None]  # a wire value -> why it is invalid, or None
+
+
+def _integer(bounds: Bounds) -> Check:
+    expected = f"expected an integer in {bounds.low}..{bounds.high}"
+
+    def check(value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return expected
+        return None if bounds.low <= value <= bounds.high else expected
 
     return check
 
 
-def _non_negative(limit: int) -> Any:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
-            return f"expected an integer in 0..{limit}"
-        return None
-
-    return check
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else "expected a non-empty string"
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value is None or isinstance(value, str) else "expected a string or null"
-
-
-def _choice(*choices: str) -> Any:
-    def check(value: Any) -> str | None:
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: object) -> str | None:
         return None if value in choices else f"expected one of {', '.join(choices)}"
 
     return check
 
 
-def _boolean(value: Any) -> str | None:
+def _text(value: object) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "expected a non-empty string"
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None or isinstance(value, str) else "expected a string or null"
+
+
+def _boolean(value: object) -> str | None:
     return None if isinstance(value, bool) else "expected true or false"
 
 
-def _optional_boolean(value: Any) -> str | None:
+def _optional_boolean(value: object) -> str | None:
     return None if value is None or isinstance(value, bool) else "expected true, false or null"
 
 
-def _strings(value: Any) -> str | None:
+def _strings(value: object) -> str | None:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return None
     return "expected a list of strings"
 
 
-WIRE_FIELDS: dict[str, tuple[str, Any]] = {
-    "model": ("model", _text),
-    "draftModel": ("draft_model", _optional_text),
-    "precision": ("precision", _choice(*models.PRECISIONS)),
-    "provider": ("provider", _choice("auto", "tensorrt", "cuda", "cpu")),
-    "engine": ("engine", _choice("auto", "local", "remote")),
-    "engineUrl": ("engine_url", _optional_text),
-    "engineToken": ("engine_token", _optional_text),
-    "maxTokens": ("max_tokens", _positive(1024)),
-    "debounceMs": ("debounce_ms", _non_negative(5000)),
-    "maxLatencyMs": ("max_latency_ms", _non_negative(60000)),
-    "contextBudget": ("context_budget", _non_negative(16384)),
-    "suffixBudget": ("suffix_budget", _non_negative(1024)),
-    "useContext": ("use_context", _boolean),
-    "typedLineLeads": ("typed_line_leads", _boolean),
-    "suffixFromNextLine": ("suffix_from_next_line", _optional_boolean),
-    "languages": ("languages", _strings),
-    "secretGlobs": ("secret_globs", _strings),
-    "logLevel": ("log_level", _choice(*LOG_LEVELS)),
+# The check of each plain field type; `Literal` and `Annotated` ones are built from their args.
+_CHECKS: dict[object, Check] = {
+    str: _text,
+    str | None: _optional_text,
+    bool: _boolean,
+    bool | None: _optional_boolean,
+    tuple[str, ...]: _strings,
+}
+
+
+def _check_of(field_type: object) -> Check:
+    """The check of the wire values a field of `field_type` takes."""
+    if get_origin(field_type) is Literal:
+        return _one_of(get_args(field_type))
+    if get_origin(field_type) is Annotated:
+        _, bounds = get_args(field_type)  # Annotated[int, Bounds(low, high)]
+        return _integer(bounds)
+    return _CHECKS[field_type]
+
+
+def _camel_case(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+# wire name -> (field name, check)
+WIRE_FIELDS: dict[str, tuple[str, Check]] = {
+    _camel_case(name): (name, _check_of(field_type))
+    for name, field_type in get_type_hints(ServerOptions, include_extras=True).items()
 }
 
 

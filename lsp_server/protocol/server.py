@@ -23,8 +23,9 @@ from pygls.protocol.json_rpc import RPCRequest
 
 from context.files import FileRefused, FileRules, read_text_file
 from context.prompt import PromptBudget
+from context.workspaces import Workspaces
 from lsp_server.completion.live import LiveGeneration
-from lsp_server.completion.pipeline import CompletionPipeline, Workspaces
+from lsp_server.completion.pipeline import CompletionPipeline
 from lsp_server.positions import path_of
 from lsp_server.protocol.debounce import DocumentScheduler
 from lsp_server.protocol.feedback import FeedbackStats
@@ -110,7 +111,9 @@ class CoderLanguageServer(LanguageServer):
         self.option_problems: list[str] = []  # found at initialize, shown once initialized
         self.state = EngineState.LOADING
         self.state_detail = "not started"
+        self.engine: Engine | None = None  # set once the model is loaded
         self.pipeline: CompletionPipeline | None = None
+        # The one set of indexed workspaces: the pipeline and the code actions are given it.
         self.workspaces = Workspaces(watch=True)
         self.folders: list[Path] = []
         # Generation runs here; two workers so a new request can start while a cancelled one
@@ -127,14 +130,8 @@ class CoderLanguageServer(LanguageServer):
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
         self.options = options
         if self.pipeline is not None:
-            self.pipeline.budget = self.prompt_budget()
-            self.pipeline.layout = options.prompt_layout()
-        rules = FileRules(extra_secret_globs=options.secret_globs)
-        if rules != self.workspaces.rules:
-            self.workspaces.close()
-            self.workspaces = Workspaces(rules, watch=True)
-            if self.pipeline is not None:
-                self.pipeline.workspaces = self.workspaces
+            self.pipeline.set_prompt_settings(self.prompt_budget(), options.prompt_layout())
+        self.workspaces.apply_rules(FileRules(extra_secret_globs=options.secret_globs))
         logging.getLogger().setLevel(options.log_level.upper())
         logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -172,9 +169,14 @@ class CoderLanguageServer(LanguageServer):
             self.state, self.state_detail = EngineState.FAILED, str(error)
             logger.exception("model %s failed to load", options.model)
             return
-        self.pipeline = CompletionPipeline(engine, self.workspaces, self.prompt_budget())
-        self.pipeline.warm = not options.remote
-        self.pipeline.layout = options.prompt_layout()
+        self.engine = engine
+        self.pipeline = CompletionPipeline(
+            engine,
+            self.workspaces,
+            self.prompt_budget(),
+            warm=not options.remote,
+            layout=options.prompt_layout(),
+        )
         self.state, self.state_detail = EngineState.READY, options.model
         self.ready.set()
 

@@ -134,6 +134,7 @@ def hash_token(token: str, salt: bytes | None = None) -> str:
 
 
 def _scrypt(token: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    """The 32-byte scrypt digest of `token` with cost parameters (n, r, p)."""
     return hashlib.scrypt(
         token.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r * 2, dklen=32
     )

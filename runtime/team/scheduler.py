@@ -191,6 +191,7 @@ class SlotPool:
 
 
 def _ortvalue(array: np.ndarray) -> ort.OrtValue:
+    """An OrtValue over `array` without copying it."""
     # A contiguous view: the OrtValue shares its memory with the slab.
     assert array.flags["C_CONTIGUOUS"]
     return ort.OrtValue.ortvalue_from_numpy(array)
@@ -205,6 +206,7 @@ class BatchDecoder:
         self._bindings: dict[int, ort.IOBinding] = {}
 
     def _binding(self, rows: int) -> ort.IOBinding:
+        """The IO binding of a step over slab rows [0, rows), built once per row count."""
         binding = self._bindings.get(rows)
         if binding is None:
             binding = self.runner.session.io_binding()
@@ -377,6 +379,8 @@ class Scheduler:
         self._thread.join(timeout=10)
 
     def _supersede(self, job: Job) -> None:
+        """Cancel the queued and running jobs of `job`'s (user, document) (holding the lock)."""
+
         def same(other: Job) -> bool:
             return other.user == job.user and other.document == job.document
 
@@ -392,6 +396,7 @@ class Scheduler:
     # ----------------------------------------------------------------- the model thread
 
     def _loop(self) -> None:
+        """The model thread: admit and run turns until closed, then cancel what is left."""
         while True:
             with self._cond:
                 if self._stopping:
@@ -470,6 +475,7 @@ class Scheduler:
             self._accept(running, logits)
 
     def _end_interrupted(self) -> None:
+        """End the running jobs that were cancelled or ran past their deadline."""
         for running in list(self.running):
             reason = running.interrupted()
             if reason:
@@ -513,5 +519,6 @@ class Scheduler:
 
 
 def _resolve(job: Job, result: GenerationResult) -> None:
+    """Give `job` its result unless it already has one."""
     if not job.future.done():
         job.future.set_result(result)

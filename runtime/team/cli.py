@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime import models
-from runtime.server_config import ConfigError, ServerConfig, default_config_path
+from runtime.config import PRECISIONS
+from runtime.session import PROVIDER_CHOICES
+from runtime.team.config import ConfigError, ServerConfig, default_config_path
+from runtime.team.listen import bind_socket, is_loopback
+
+if TYPE_CHECKING:
+    from runtime.team.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,8 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--model", metavar="NAME", default=models.DEFAULT_TARGET, help="default: %(default)s"
     )
-    serve.add_argument("--precision", choices=models.PRECISIONS, default=models.DEFAULT_PRECISION)
-    serve.add_argument("--provider", default="auto", choices=("auto", "tensorrt", "cuda", "cpu"))
+    serve.add_argument("--precision", choices=PRECISIONS, default=models.DEFAULT_PRECISION)
+    serve.add_argument("--provider", default="auto", choices=PROVIDER_CHOICES)
     serve.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: cores)")
     serve.add_argument(
         "--max-batch", type=int, default=4, help="sequences decoded together (default: 4)"
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace, config: ServerConfig) -> int:
+    """`serve token list|remove|add`; returns the exit code."""
     if args.token_command == "list":
         for name in sorted(config.users):
             print(name)
@@ -100,55 +108,19 @@ def _token(args: argparse.Namespace, config: ServerConfig) -> int:
 
 
 def _serve(args: argparse.Namespace, config: ServerConfig) -> int:
+    """Load the model and serve it until interrupted; returns the exit code."""
     import uvicorn
 
-    from runtime.engine import EngineOptions, LocalEngine
-    from runtime.scheduler import Scheduler, SchedulerOptions
-    from runtime.server import bind_socket, create_app, is_loopback
+    from runtime.team.app import create_app
 
-    if not config.auth_required and not is_loopback(args.host) and not args.insecure_no_auth:
-        print(
-            f"coder-lsp serve: refusing to listen on {args.host} without tokens: anyone who can "
-            f"reach it could use the model. Add one with `coder-lsp serve token add NAME "
-            f"--config {config.path}`, or pass --insecure-no-auth.",
-            file=sys.stderr,
-        )
+    refusal = _refusal(args, config)
+    if refusal is not None:
+        print(f"coder-lsp serve: {refusal}", file=sys.stderr)
         return 2
-    if bool(args.certfile) != bool(args.keyfile):
-        print("coder-lsp serve: --certfile and --keyfile go together", file=sys.stderr)
-        return 2
-    engine = LocalEngine.load(
-        EngineOptions(
-            model=args.model,
-            precision=args.precision,
-            provider=args.provider,
-            threads=args.threads,
-            context_window=args.context_window,
-        ).without_speculation(),  # the scheduler decodes in batches, with no draft model
-        progress=False,
-    )
-    scheduler = Scheduler(
-        engine.runner,
-        engine.tokenizer,
-        SchedulerOptions(
-            max_batch=args.max_batch,
-            context_window=args.context_window,
-            cache_bytes=args.cache_mb << 20,
-            max_queue=config.limits.max_queue,
-            max_per_user=config.limits.max_concurrent,
-        ),
-    )
-    app = create_app(scheduler, engine.tokenizer, args.model, config)
+    scheduler = _scheduler(args, config)
+    app = create_app(scheduler, scheduler.tokenizer, args.model, config)
     sock = bind_socket(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    scheme = "https" if args.certfile else "http"
-    users = len(config.users)
-    print(
-        f"coder-lsp serve: {args.model} on {scheme}://{host}:{port} "
-        f"({users} user token(s){'' if users else ', no auth'})",
-        file=sys.stderr,
-        flush=True,
-    )
+    _announce(args, config, sock)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -164,3 +136,57 @@ def _serve(args: argparse.Namespace, config: ServerConfig) -> int:
     finally:
         scheduler.close()
     return 0
+
+
+def _refusal(args: argparse.Namespace, config: ServerConfig) -> str | None:
+    """Why the server must not start with these flags, or None when it may."""
+    if not config.auth_required and not is_loopback(args.host) and not args.insecure_no_auth:
+        return (
+            f"refusing to listen on {args.host} without tokens: anyone who can "
+            f"reach it could use the model. Add one with `coder-lsp serve token add NAME "
+            f"--config {config.path}`, or pass --insecure-no-auth."
+        )
+    if bool(args.certfile) != bool(args.keyfile):
+        return "--certfile and --keyfile go together"
+    return None
+
+
+def _scheduler(args: argparse.Namespace, config: ServerConfig) -> Scheduler:
+    """The model named by the flags, loaded and running in a scheduler bounded by the limits."""
+    from runtime.engine import EngineOptions, LocalEngine
+    from runtime.team.scheduler import Scheduler, SchedulerOptions
+
+    engine = LocalEngine.load(
+        EngineOptions(
+            model=args.model,
+            precision=args.precision,
+            provider=args.provider,
+            threads=args.threads,
+            context_window=args.context_window,
+        ).without_speculation(),  # the scheduler decodes in batches, with no draft model
+        progress=False,
+    )
+    return Scheduler(
+        engine.runner,
+        engine.tokenizer,
+        SchedulerOptions(
+            max_batch=args.max_batch,
+            context_window=args.context_window,
+            cache_bytes=args.cache_mb << 20,
+            max_queue=config.limits.max_queue,
+            max_per_user=config.limits.max_concurrent,
+        ),
+    )
+
+
+def _announce(args: argparse.Namespace, config: ServerConfig, sock: socket.socket) -> None:
+    """The one stderr line saying where the server listens (tests and scripts wait for it)."""
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if args.certfile else "http"
+    users = len(config.users)
+    print(
+        f"coder-lsp serve: {args.model} on {scheme}://{host}:{port} "
+        f"({users} user token(s){'' if users else ', no auth'})",
+        file=sys.stderr,
+        flush=True,
+    )
