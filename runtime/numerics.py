@@ -4,11 +4,10 @@ Greedy speculative decoding is only token-identical to plain decoding if a decod
 row) scores a token bit for bit as a verify pass (k + 1 rows) does, and prefix reuse only
 matches a fresh run if chunking does not matter. The converter's graph takes care of attention
 (it always runs at least two rows, `runtime.convert`); whether the matrix products agree is a
-property of the ONNX Runtime build and the CPU: on the Intel machine of 2026-12-04 MatMulNBits
-(int4, blocks of 32) and the w8a8 integer GEMM do, int4 with blocks of 64 or more does not
-(a one-row kernel that sums in another order). So the kernels are asked, once per model and
-process, through the small product the converter writes beside each model, and one-row passes
-are padded to two rows only where a lone row rounds differently.
+property of the ONNX Runtime build and the CPU (measured ones: bench/RESULTS.md; on some CPUs
+int4 with blocks of 64 or more sums one row in another order). So the kernels are asked, once
+per model and process, through the small product the converter writes beside each model, and
+one-row passes are padded to two rows only where a lone row rounds differently.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_pipeline_answers_typing_from_the_cache_and_continues_after_it(tmp_path:
     head = 'def add(a, b):\n    """Return the sum of a and b."""\n    return '
     tail = "\n\n\ndef is_even(n):\n    return n % 2 == 0\n"
     first = pipeline.complete(path, head + tail, len(head), use_context=False)
-    # What the model suggests is not under test here (tests/test_cli_complete.py checks that),
+    # What the model suggests is not under test here (tests/e2e/test_cli_complete.py checks that),
     # only what typing it does.
     assert len(first.text.strip()) >= 3, first.text
     # Typing the first two predicted characters: answered from the cache, the model untouched.

@@ -1,4 +1,5 @@
-"""Post-processing: golden cases (tests/golden/postprocess/*.json, one per file) and the rules.
+"""Post-processing: golden cases (tests/lsp_server/golden/postprocess/*.json, one per file) and
+the rules.
 
 A golden case is {name, why, path, [eol], prefix, suffix, raw, expected, replace_suffix_chars}:
 the file is `prefix + suffix` with the cursor between them, `raw` is what the model generated,

@@ -1,4 +1,5 @@
-"""What the pipeline lets reach a model: files created after indexing, ignored files."""
+"""Workspace admission (context/workspaces.py): what may reach a model; files created after
+indexing, ignored files."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from runtime.models import (
     machine_precision,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parent
 
 TINY_CONFIG = ModelConfig(
