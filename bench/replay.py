@@ -1192,6 +1192,20 @@ def write_json(runs: list[ConfigRun], meta: dict[str, Any], out: Path) -> None:
     out.write_text(json.dumps({"meta": meta, "configs": configs, "pauses": records}, indent=1))
 
 
+def read_json(path: Path) -> tuple[list[ConfigRun], dict[str, Any]]:
+    """The runs and meta a `--json` file holds (to report or plot again without running)."""
+    data = json.loads(path.read_text())
+    names = {name: Pause.__dataclass_fields__ for name in data["configs"]}
+    runs = {
+        name: ConfigRun(name, [], config["failure"], config["notes"], config["precision"])
+        for name, config in data["configs"].items()
+    }
+    for record in data["pauses"]:
+        fields = {key: value for key, value in record.items() if key in names[record["config"]]}
+        runs[record["config"]].pauses.append(Pause(**fields))
+    return list(runs.values()), data["meta"]
+
+
 # --- main -------------------------------------------------------------------------------------
 
 CONFIGS = ("new", "today", "llama")
@@ -1261,6 +1275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write the latency CDF here (PNG)")
     parser.add_argument("--json", type=Path, help="write every pause here")
     parser.add_argument(
+        "--from-json", type=Path, help="report (and --plot) a --json file again, running nothing"
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -1280,6 +1297,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message it sends
     if args.llama_worker:
         return llama_worker(args)
+    if args.from_json:
+        runs, meta = read_json(args.from_json)
+        return _finish(args, runs, meta)
     args.log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="coder-lsp-replay-"))
     args.log_dir.mkdir(parents=True, exist_ok=True)
     logger.info("server logs in %s", args.log_dir)
@@ -1287,9 +1307,14 @@ def main(argv: list[str] | None = None) -> int:
         runs, meta = run_configs(args, Path(scratch))
     if args.json:
         write_json(runs, meta, args.json)
+    return _finish(args, runs, meta)
+
+
+def _finish(args: argparse.Namespace, runs: list[ConfigRun], meta: dict[str, Any]) -> int:
+    """Print the report, then draw the plot (a missing matplotlib loses no table)."""
+    print(report(runs, meta), flush=True)
     if args.plot:
         plot(runs, meta, args.plot)
-    print(report(runs, meta))
     return 0 if all(not run.failure for run in runs) else 1
 
 
