@@ -10,11 +10,13 @@ function declaredSettings(): Record<string, { default?: unknown; enum?: unknown[
   return Object.fromEntries(Object.entries(properties).map(([key, value]) => [key.replace(/^coderLsp\./, ''), value])) as never;
 }
 
-/** The option names lsp_server/protocol/options.py accepts (its WIRE_FIELDS table). */
+/** The option names lsp_server/protocol/options.py accepts: the fields of its ServerOptions
+ * dataclass, camelCase on the wire (its WIRE_FIELDS are built from them). */
 function serverWireFields(): string[] {
-  const source = fs.readFileSync(path.join(__dirname, '..', '..', '..', '..', 'lsp_server', 'options.py'), 'utf8');
-  const table = source.slice(source.indexOf('WIRE_FIELDS'), source.indexOf('}', source.indexOf('WIRE_FIELDS')));
-  return [...table.matchAll(/^\s+"(\w+)": \(/gm)].map((match) => match[1]);
+  const source = fs.readFileSync(path.join(__dirname, '..', '..', '..', '..', 'lsp_server', 'protocol', 'options.py'), 'utf8');
+  const start = source.indexOf('class ServerOptions');
+  const fields = source.slice(start, source.indexOf('\n    def ', start));
+  return [...fields.matchAll(/^ {4}(\w+): /gm)].map((match) => match[1].replace(/_(\w)/g, (_, c: string) => c.toUpperCase()));
 }
 
 suite('settings mapping', () => {
