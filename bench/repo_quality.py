@@ -352,7 +352,11 @@ def report(outcomes: list[Outcome], variants: list[str]) -> list[str]:
         cross = [o for o in mine if o.hole.kind == "cross-file"]
         local = [o for o in mine if o.hole.kind == "in-file"]
         tokens = [float(o.tokens) for o in mine]
-        ratio = statistics.mean(tokens) / statistics.mean(baseline) if baseline and tokens else 0
+        ratio = (
+            f"{statistics.mean(tokens) / statistics.mean(baseline):.2f}"
+            if baseline and tokens
+            else "-"  # no in-file variant in this run
+        )
         rows.append(
             f"| {variant} | {_mean([100.0 * o.exact for o in cross])} "
             f"| {_mean([100 * o.similarity for o in cross])} "
@@ -360,7 +364,7 @@ def report(outcomes: list[Outcome], variants: list[str]) -> list[str]:
             f"| {_mean([100 * o.similarity for o in local])} "
             f"| {_mean([100.0 * o.file_recall for o in cross])} "
             f"| {_mean([100.0 * o.definition_recall for o in cross])} "
-            f"| {_mean(tokens)} | {ratio:.2f} "
+            f"| {_mean(tokens)} | {ratio} "
             f"| {statistics.median([o.latency_ms for o in mine]) if mine else 0:.0f} |"
         )
     return rows
