@@ -1195,14 +1195,14 @@ def write_json(runs: list[ConfigRun], meta: dict[str, Any], out: Path) -> None:
 def read_json(path: Path) -> tuple[list[ConfigRun], dict[str, Any]]:
     """The runs and meta a `--json` file holds (to report or plot again without running)."""
     data = json.loads(path.read_text())
-    names = {name: Pause.__dataclass_fields__ for name in data["configs"]}
+    fields = Pause.__dataclass_fields__  # the scores written beside them are derived
     runs = {
         name: ConfigRun(name, [], config["failure"], config["notes"], config["precision"])
         for name, config in data["configs"].items()
     }
     for record in data["pauses"]:
-        fields = {key: value for key, value in record.items() if key in names[record["config"]]}
-        runs[record["config"]].pauses.append(Pause(**fields))
+        pause = Pause(**{key: value for key, value in record.items() if key in fields})
+        runs[pause.config].pauses.append(pause)
     return list(runs.values()), data["meta"]
 
 
