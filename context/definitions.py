@@ -52,6 +52,7 @@ MAX_MEMBERS = 40  # member lines of one class (or names of one module) rendered
 MAX_DEPTH = 8  # re-export / base-class hops followed
 # The x. before the cursor: a dotted chain at the end of the line.
 _RECEIVER = re.compile(r"([A-Za-z_][\w.]*)\.\w*$")
+_HEADER = re.compile(r"(?:async\s+)?(?:def|class)\s+(\w+)")
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*")
 # A `from m import` statement being typed: its module's names come next.
 _FROM_IMPORT = re.compile(r"^\s*from\s+(\.*)([A-Za-z_][\w.]*|)\s+import\b")
@@ -238,6 +239,48 @@ class _Scope:
     locals: dict[str, tree_sitter.Node | None]  # local name -> its annotation / value, or None
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What `DefinitionResolver.resolve` found: the definitions, most relevant first, and the
+    enclosing function's qualified name (`Class.method`; None outside any function)."""
+
+    scope: str | None
+    definitions: list[Definition]
+
+
+def _scope_position(text: str, offset: int, line: str) -> int:
+    """The byte offset whose enclosing function is the cursor's: on an indented line with
+    nothing typed yet, the end of the code before it (the parser ends a function at its last
+    statement, so a new line in a body would otherwise lie outside it)."""
+    if line and not line.strip():
+        offset = len(text[:offset].rstrip())
+    return len(text[:offset].encode("utf-8", "surrogatepass"))
+
+
+def _scope_name(text: str, offset: int) -> str | None:
+    """The `def` / `class` headers enclosing the cursor's line by indentation ("App.go"),
+    None at the top level. Read from the lines, not the parse: code being typed often does
+    not parse, and the tree then puts the cursor outside its function. At the start of a line,
+    the scope of the code above (a blank line inside a function is still inside it)."""
+    if offset == 0 or text[offset - 1] == "\n":
+        offset = len(text[:offset].rstrip())
+    line_start = text.rfind("\n", 0, offset) + 1
+    line = text[line_start:offset]
+    indent = len(line) - len(line.lstrip()) if line.strip() else len(line)
+    names: list[str] = []
+    end = line_start - 1
+    while indent > 0 and end > 0:
+        start = text.rfind("\n", 0, end) + 1
+        above, end = text[start:end], start - 1
+        depth = len(above) - len(above.lstrip())
+        if above.strip() and depth < indent:
+            indent = depth
+            header = _HEADER.match(above.lstrip())
+            if header is not None:
+                names.append(header.group(1))
+    return ".".join(reversed(names)) or None
+
+
 class DefinitionResolver:
     """Resolves the names used at a cursor to definitions in other files (see module doc)."""
 
@@ -245,20 +288,17 @@ class DefinitionResolver:
         self._source = source
         self._modules: OrderedDict[str, _Module] = OrderedDict()
 
-    def resolve(
-        self, path: str, text: str, offset: int, layout: WorkspaceLayout
-    ) -> list[Definition]:
+    def resolve(self, path: str, text: str, offset: int, layout: WorkspaceLayout) -> Resolved:
         """Definitions for a cursor at character `offset` of `text` (file `path`), most
-        relevant first; [] for languages other than Python."""
+        relevant first, and its scope; none for languages other than Python."""
         if language_for_path(path) != parsing.PYTHON:
-            return []
+            return Resolved(None, [])
         current = _summarise(path, text, layout)
         if current is None:
-            return []
-        position = len(text[:offset].encode("utf-8", "surrogatepass"))
-        scope = self._scope(current, position)
-        found: dict[tuple[str, str], Definition] = {}
+            return Resolved(None, [])
         line = text[text.rfind("\n", 0, offset) + 1 : offset]
+        scope = self._scope(current, _scope_position(text, offset, line))
+        found: dict[tuple[str, str], Definition] = {}
         imported = self._imported_from(current, line)
         if imported is not None:  # its public names, a package's re-exports too, as headers
             for name in [*imported.module.symbols, *imported.module.bindings]:
@@ -280,7 +320,7 @@ class DefinitionResolver:
         for name, binding in current.bindings.items():
             if binding.submodule is not None:
                 self._collect(scope, [name], found, whole_module=True)
-        return list(found.values())
+        return Resolved(_scope_name(text, offset), list(found.values()))
 
     # -- modules --------------------------------------------------------------------------------
 

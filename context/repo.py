@@ -7,9 +7,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from context.definitions import Definition, DefinitionResolver, select_definitions
+from context.definitions import Definition, DefinitionResolver, Resolved, select_definitions
 from context.graph import ImportGraph, prompt_order, rank_context_files
 from context.imports import WorkspaceLayout, config_paths, extract_imports, resolve_imports
 from context.index import WorkspaceIndex
@@ -27,8 +27,13 @@ OUTLINE_SHARE = 0.5
 
 @dataclass(frozen=True)
 class _Memo:
-    key: tuple[object, ...]
+    """The repository part last chosen for a file, and what it was chosen for."""
+
+    key: tuple[object, ...]  # what the outlines depend on
+    scope: str | None  # the enclosing function the definitions were chosen in
     pieces: list[ContextPiece]
+    seen: frozenset[tuple[str, str]]  # definitions considered: shown, or not fitting
+    left: int  # tokens of the budget still free
 
 
 class RepoContext:
@@ -103,17 +108,19 @@ class RepoContext:
         prefix cache keeps them; a warm-up on open reads them). With the cursor (`text` of
         `current` and character `offset` in it), the definitions the code around it uses
         (`context.definitions`: one compact piece per defining file) follow in the tokens the
-        outlines left, next to the current file: when the cursor's names change, only they and
-        the file are read again. Without the cursor, outlines get the whole budget.
+        outlines left, next to the current file. Without the cursor, outlines get the whole
+        budget.
 
-        Memoised on what the answer depends on (the current file's imports, the candidates'
-        contents and the resolved definitions), not on the current file's text: typing in a
-        function body keeps the repository part byte-identical.
+        The choice only grows while the cursor stays in one function: a definition the code
+        starts to use there is appended (if it fits) after those already shown, which stay
+        byte-identical, so the model re-reads the new piece and the current file, not the
+        whole repository part. A move to another function, or a change to the files or
+        imports the outlines come from, chooses afresh.
         """
         with self._lock:
-            definitions: list[Definition] = []
+            resolved = Resolved(None, [])
             if text is not None and offset is not None:
-                definitions = self._definitions.resolve(current, text, offset, self._layout)
+                resolved = self._definitions.resolve(current, text, offset, self._layout)
             ranked = rank_context_files(
                 self.graph, current, [p for p in self.index.recent() if p != current], CANDIDATES
             )
@@ -121,24 +128,49 @@ class RepoContext:
                 budget_tokens,
                 tuple(self.graph.dependencies(current)),
                 tuple((path, self._changes[path]) for path in ranked),
-                # Which definitions, not how they read: a name the code starts to use is shown
-                # whole instead of as a header only once the set changes, so a keystroke that
-                # only breaks the parse keeps the prompt byte-identical. The order only matters
-                # over budget.
-                frozenset((d.path, d.name) for d in definitions),
                 text is not None,
             )
             memo = self._memo.get(current)
-            if memo is not None and memo.key == key:
-                return memo.pieces
-            share = OUTLINE_SHARE if text is not None else 1.0
-            pieces = self._outlines(current, ranked, count, int(budget_tokens * share))
-            used = sum(count(piece.text()) + 1 for piece in pieces)
-            wanted = [d for d in definitions if not _already_shown(d, pieces)]
-            shown, _ = select_definitions(wanted, count, budget_tokens - used)
-            pieces += self._in_order(shown, current)
-            self._memo[current] = _Memo(key, pieces)
-            return pieces
+            if memo is None or memo.key != key or memo.scope != resolved.scope:
+                memo = self._choose(
+                    current, ranked, count, budget_tokens, key, resolved, text is not None
+                )
+            else:
+                memo = self._grow(memo, current, resolved.definitions, count)
+            self._memo[current] = memo
+            return memo.pieces
+
+    def _choose(
+        self,
+        current: str,
+        ranked: list[str],
+        count: TokenCounter,
+        budget_tokens: int,
+        key: tuple[object, ...],
+        resolved: Resolved,
+        cursor: bool,
+    ) -> _Memo:
+        """The repository part chosen afresh: outlines (within `OUTLINE_SHARE` of the budget when
+        there is a cursor), then the definitions that fit."""
+        share = OUTLINE_SHARE if cursor else 1.0
+        pieces = self._outlines(current, ranked, count, int(budget_tokens * share))
+        used = sum(count(piece.text()) + 1 for piece in pieces)
+        memo = _Memo(key, resolved.scope, pieces, frozenset(), budget_tokens - used)
+        return self._grow(memo, current, resolved.definitions, count)
+
+    def _grow(
+        self, memo: _Memo, current: str, definitions: list[Definition], count: TokenCounter
+    ) -> _Memo:
+        """`memo` with the definitions it has not considered yet appended, as far as they fit
+        in the tokens it has left (the pieces before stay as they were)."""
+        new = [d for d in definitions if (d.path, d.name) not in memo.seen]
+        if not new:
+            return memo
+        wanted = [d for d in new if not _already_shown(d, memo.pieces)]
+        shown, left = select_definitions(wanted, count, memo.left)
+        seen = memo.seen | {(d.path, d.name) for d in new}
+        pieces = memo.pieces + self._in_order(shown, current)
+        return replace(memo, pieces=pieces, seen=seen, left=left)
 
     def _outlines(
         self, current: str, ranked: list[str], count: TokenCounter, budget: int

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_context_repo import make_repo
 
-from context.definitions import Definition, select_definitions
+from context.definitions import Definition, _scope_name, select_definitions
 from context.prompt import ContextPiece
 from context.repo import RepoContext
 
@@ -57,7 +57,7 @@ def definitions_at(context: RepoContext, body: str, marker: str = "CURSOR") -> l
     """Resolve at the end of `body` typed in place of CURSOR in app/main.py."""
     text = MAIN.replace(marker, body)
     offset = text.index(body) + len(body)
-    return context._definitions.resolve("app/main.py", text, offset, context._layout)
+    return context._definitions.resolve("app/main.py", text, offset, context._layout).definitions
 
 
 def names(definitions: list[Definition]) -> list[tuple[str, str]]:
@@ -89,7 +89,9 @@ def test_class_bases_and_self_attributes(context: RepoContext) -> None:
 def test_annotations_and_module_receiver(context: RepoContext) -> None:
     text = MAIN.replace("    pass\n", "    e.run(2).\n")
     offset = text.index("e.run(2).") + len("e.run(2).")
-    found = names(context._definitions.resolve("app/main.py", text, offset, context._layout))
+    found = names(
+        context._definitions.resolve("app/main.py", text, offset, context._layout).definitions
+    )
     # A parameter's annotation gives e's class; run's return annotation gives Result.
     assert found[:2] == [("pkg/core.py", "Engine"), ("pkg/result.py", "Result")]
     receiver = definitions_at(context, "core.")
@@ -117,12 +119,17 @@ def test_compact_rendering(context: RepoContext) -> None:
     assert "_private" not in by_name
     text = MAIN.replace("CURSOR", "x = pkg_names") + "from pkg.util import NAMES as pkg_names\n"
     offset = text.index("x = pkg_names") + len("x = pkg_names")
-    found = context._definitions.resolve("app/main.py", text, offset, context._layout)
+    found = context._definitions.resolve("app/main.py", text, offset, context._layout).definitions
     assert found[0].text == "NAMES = [ ... ]"
 
 
 def test_other_languages_and_unknown_names_give_nothing(context: RepoContext) -> None:
-    assert context._definitions.resolve("web/a.ts", "import x from './b'", 5, context._layout) == []
+    assert (
+        context._definitions.resolve(
+            "web/a.ts", "import x from './b'", 5, context._layout
+        ).definitions
+        == []
+    )
     assert names(definitions_at(context, "len(unknown_name)"))[:1] != [("", "")]
 
 
@@ -159,16 +166,41 @@ def test_context_for_puts_definitions_last_within_the_budget(context: RepoContex
     assert {p.path: p.content for p in plain}["pkg/util.py"] == PACKAGE["pkg/util.py"]
 
 
-def test_stable_while_typing_in_one_function(context: RepoContext) -> None:
+def test_stable_while_typing_in_one_function(context: RepoContext, tmp_path: Path) -> None:
     def at(body: str) -> list[ContextPiece]:
         text = MAIN.replace("CURSOR", body)
         offset = text.index(body) + len(body)
-        return context.context_for("app/main.py", len, 2000, text=text, offset=offset)
+        return context.context_for("app/main.py", len, 600, text=text, offset=offset)
 
     first = at("x = h(1)\n        y = ")
-    for typed in ("x = h(1)\n        y = 1", "x = h(1)\n        y = 12 + 3", "x = h(2)\n        y"):
+    # Code that does not parse yet, and a blank line in the body, keep the function's choice.
+    for typed in (
+        "x = h(1)\n        y = 1",
+        "x = h(1)\n        y = 12 + 3",
+        "x = h(2)\n",
+        "x = h(2)\n\n",
+    ):
         assert at(typed) is first
-    assert at("x = h(1)\n        y = self.start()") is not first  # Base joins the set
+    # A name whose definition was not shown yet adds it after what was shown, which stays.
+    grown = at("x = h(1)\n        y = self.start()")
+    assert grown[: len(first)] == first and len(grown) > len(first)
+    assert "def start(self, speed: int = 1)" in grown[-1].content
+    # Another function chooses afresh: as a context that never saw go() would.
+    head, tail = MAIN.replace("CURSOR", "pass").rsplit("    pass\n", 1)
+    text, offset = head + "    e.\n" + tail, len(head) + len("    e.")
+    elsewhere = context.context_for("app/main.py", len, 600, text=text, offset=offset)
+    again = make_repo(tmp_path / "again", {**PACKAGE, "app/__init__.py": "", "app/main.py": MAIN})
+    assert elsewhere == again.context_for("app/main.py", len, 600, text=text, offset=offset)
+    assert elsewhere != grown
+
+
+def test_scope_names_follow_indentation_not_the_parse() -> None:
+    text = "class A:\n    def go(self):\n        x = (\n\n        y = [1,\n"
+    assert _scope_name(text, text.index("x = (") + 5) == "A.go"
+    assert _scope_name(text, text.index("\n\n") + 1) == "A.go"  # a blank line stays inside
+    assert _scope_name(text, len(text)) == "A.go"
+    assert _scope_name(text, text.index("    def") + 4) == "A"
+    assert _scope_name("x = 1\n", 3) is None
 
 
 def test_secret_files_are_never_read(tmp_path: Path) -> None:
