@@ -122,7 +122,7 @@ LOG_LINE = re.compile(
     r"decode \d+ ms, (\d+) tok, (\w+)\)"
 )
 LOADED_LINE = re.compile(r"model (\S+) \((\w+)\) loaded from cache")
-PREPARED_LINE = re.compile(r"onnx/(\S+?)-(int4|int8|w8a8|fp32)-")
+PREPARED_LINE = re.compile(r"onnx/([^.\s]\S*?)-(int4|int8|w8a8|fp32)-")
 
 
 # --- workspace and sessions ---------------------------------------------------------------
