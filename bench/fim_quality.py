@@ -28,8 +28,13 @@ every row. Variants:
 - `literal`: `CompletionPipeline.complete` on `prompt + suffix` with the cursor at `len(prompt)`:
   the same FIM prompt as Qwen's, but the buffer joins the line above and the line below, so the
   pipeline sees code after the cursor and stops at the first newline.
+- `typing`, `typing-psm`: the cursor inside the hole line after its first space (the rest of
+  the line is scored); `typing-psm` keeps Qwen's PSM order instead of leading the middle with
+  the typed line.
+- `editor-sfx48`, `typing-sfx48`: `editor` and `typing` with prompts holding at most 48 tokens
+  of suffix instead of 128 (the `suffixBudget` setting): what a shorter suffix costs.
 
-For the two pipeline variants, "post" scores `Completion.text` (what an editor shows) and "raw"
+For the pipeline pipeline variants, "post" scores `Completion.text` (what an editor shows) and "raw"
 scores `Completion.result.text` (the engine's text: Qwen's stop tokens and the in-generation stop
 rule, no `finalize`). Besides EM, "insert" counts suggestions that, accepted as they are, give back
 the original program (lines compared without trailing whitespace, blank lines ignored): it fails
@@ -58,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from context.prompt import PromptLayout
+from context.prompt import PromptBudget, PromptLayout
 from lsp_server.completion.pipeline import CompletionPipeline
 from runtime.config import PRECISIONS
 from runtime.engine import EngineOptions, LocalEngine
@@ -72,10 +77,21 @@ DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "santacoder-fim"
 MODELS = {"0.5b": "qwen2.5-coder-0.5b", "1.5b": "qwen2.5-coder-1.5b"}
 # The data README's subset rule takes each language in this order.
 SUBSET_LANGUAGES = ("py", "js", "java")
-VARIANTS = ("model", "model-editor", "editor", "literal", "typing", "typing-psm")
+VARIANTS = (
+    "model",
+    "model-editor",
+    "editor",
+    "editor-sfx48",
+    "literal",
+    "typing",
+    "typing-psm",
+    "typing-sfx48",
+)
 # Variants with the cursor inside the hole line, after its first space: they score the rest of
 # that line, and "typing-psm" turns off the typed line leading the middle (context/prompt.py).
-TYPING = ("typing", "typing-psm")
+TYPING = ("typing", "typing-psm", "typing-sfx48")
+# Variants whose prompts hold at most this many suffix tokens (the default's 128 otherwise).
+SHORT_SUFFIX = {"editor-sfx48": 48, "typing-sfx48": 48}
 MODEL_ONLY = ("model", "model-editor")
 LANGUAGES = ("py", "java", "js")
 EXTENSIONS = {"py": ".py", "java": ".java", "js": ".js"}
@@ -97,6 +113,10 @@ VARIANT_LABELS = {
     ("typing", "raw"): "pipeline, typing the line (after its 1st space), raw",
     ("typing-psm", "post"): "same, Qwen's PSM order, post-processed",
     ("typing-psm", "raw"): "same, Qwen's PSM order, raw",
+    ("editor-sfx48", "post"): "pipeline, line deleted, 48-token suffix, post-processed",
+    ("editor-sfx48", "raw"): "pipeline, line deleted, 48-token suffix, raw",
+    ("typing-sfx48", "post"): "typing the line, 48-token suffix, post-processed",
+    ("typing-sfx48", "raw"): "typing the line, 48-token suffix, raw",
 }
 
 
@@ -309,7 +329,7 @@ def run_item(
     pipeline: CompletionPipeline, model: str, variant: str, item: FimItem, max_tokens: int
 ) -> Outcome:
     """One item under `variant` (for TYPING variants, `item` is already `FimItem.typing()`)."""
-    if variant in ("editor", "model-editor"):
+    if variant in ("editor", "editor-sfx48", "model-editor"):
         buffer, offset = item.deleted_line_buffer()
     else:
         buffer, offset = item.prompt + item.suffix, len(item.prompt)
@@ -333,6 +353,9 @@ def run_item(
     else:
         pipeline.layout = PromptLayout.for_model(
             MODELS[model], typed_line_leads=variant != "typing-psm"
+        )
+        pipeline.budget = PromptBudget(
+            suffix_tokens=SHORT_SUFFIX.get(variant, PromptBudget().suffix_tokens)
         )
         done = pipeline.complete(
             item.path, buffer, offset, use_context=False, max_tokens=max_tokens

@@ -3,7 +3,9 @@ reuse, cancellation, deadlines, sampling and stop rules."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 from runtime.config import NUMERICS_PROBE, PRECISIONS, ModelConfig
 from runtime.convert import quantize_blockwise, quantize_per_channel
-from runtime.engine import EngineOptions, LocalEngine
+from runtime.engine import WARM_CHUNK, EngineOptions, LocalEngine
 from runtime.generate import (
     PREFILL_CHUNK,
     CancellationToken,
@@ -119,6 +121,32 @@ def test_cancelled_before_start_runs_nothing(engine: LocalEngine) -> None:
     cancel.cancel()
     result = engine.complete(PROMPT, GenerationConfig(), cancel)
     assert (result.finish_reason, result.generated_tokens) == ("cancelled", 0)
+
+
+def test_a_generation_goes_before_the_rest_of_a_warm_up(engine: LocalEngine) -> None:
+    """A warm-up reads its prompt a chunk per hold of the engine; a generation that asks while
+    a chunk runs gets the engine next, not after the whole warm-up."""
+    long_prompt = [int(t) for t in np.random.default_rng(3).integers(0, 150000, 5 * WARM_CHUNK)]
+    forward, order = engine.runner.forward, []
+    first_chunk = threading.Event()
+
+    def recording(cache: KVCache, tokens: Sequence[int], keep: int = 1) -> np.ndarray:
+        warm = threading.current_thread().name == "warm"
+        if warm and not first_chunk.is_set():
+            first_chunk.set()
+            while not engine._waiting:  # hold the first chunk until the generation is queued
+                time.sleep(0.001)
+        order.append("warm" if warm else "generation")
+        return forward(cache, tokens, keep)
+
+    engine.runner.forward = recording  # type: ignore[method-assign]
+    warm_up = threading.Thread(target=engine.prefill, args=(long_prompt,), name="warm")
+    warm_up.start()
+    assert first_chunk.wait(10)
+    engine.complete(PROMPT, GenerationConfig(max_new_tokens=2))
+    warm_up.join(10)
+    assert order[0] == "warm" and order[1] == "generation"
+    assert order.count("warm") == 5 and engine.cache.longest_prefix(long_prompt) == len(long_prompt)
 
 
 def test_deadline_is_respected(engine: LocalEngine) -> None:
