@@ -24,48 +24,27 @@ from pathlib import Path
 from bench.replay import (
     DEFAULT_PACKAGES,
     Answer,
-    PromptEngine,
+    PromptSide,
     common_prefix,
     make_workspace,
     plan_sessions,
     replay,
 )
-from context.files import FileRules
-from context.prompt import PromptBudget
-from context.workspaces import Workspaces
-from lsp_server.completion.pipeline import CompletionPipeline
 from lsp_server.protocol.options import ServerOptions
-from runtime.client import load_tokenizer
 
 
-class PromptDriver:
+class PromptDriver(PromptSide):
     """A `bench.replay` driver that only builds prompts and measures what each one re-reads."""
 
     name: str = "prompts"
     paced: bool = False
     patience_ms: float | None = None
 
-    def __init__(self, workspace: Path, budget: PromptBudget) -> None:
-        options = ServerOptions()
-        engine = PromptEngine(load_tokenizer(options.model))
-        self.pipeline = CompletionPipeline(
-            engine, Workspaces(FileRules()), budget, layout=options.prompt_layout()
-        )
-        self.pipeline.warm = False
-        self.workspace = workspace
-        self.repo = self.pipeline.workspaces.get(workspace)
-        self.fim_prefix = engine.tokenizer.encode_segments([("<|fim_prefix|>", True)])[0]
+    def __init__(self, workspace: Path, options: ServerOptions) -> None:
+        super().__init__(options, workspace)
+        self.fim_prefix = self.pipeline.engine.encode_prompt([("<|fim_prefix|>", True)])[0]
         self.last: list[int] = []
         self.pauses: list[tuple[int, bool]] = []  # (tokens to read, repository part changed)
-
-    async def open(self, relative: str, text: str) -> None:
-        self.repo.index.set_buffer(relative, text)
-
-    async def change(self, relative: str, before: str, start: int, end: int, new: str) -> None:
-        self.repo.index.set_buffer(relative, before[:start] + new + before[end:])
-
-    async def close(self, relative: str) -> None:
-        self.repo.index.close_buffer(relative)
 
     async def ask(self, relative: str, text: str, offset: int) -> Answer:
         prompt = self.pipeline.prompt(self.workspace / relative, text, offset)
@@ -87,8 +66,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="coder-lsp-reuse-") as scratch:
         workspace = make_workspace(args.packages.split(","), Path(scratch))
         sessions = plan_sessions(workspace, args.sessions, args.seed)
-        budget = PromptBudget(repo_tokens=args.context_budget, suffix_tokens=args.suffix_budget)
-        driver = PromptDriver(workspace, budget)
+        options = ServerOptions(
+            context_budget=args.context_budget, suffix_budget=args.suffix_budget
+        )
+        driver = PromptDriver(workspace, options)
         asyncio.run(replay(driver, sessions, workspace, 0, 0))
     reads = sorted(tokens for tokens, _ in driver.pauses)
     changed = [tokens for tokens, repo in driver.pauses if repo]

@@ -86,7 +86,6 @@ from bench.context import percentile
 from bench.latency import LlamaSide
 from bench.sources import line_starts
 from context.files import FileRules
-from context.prompt import PromptBudget
 from context.workspaces import Workspaces
 from lsp_server.completion.pipeline import CompletionPipeline, after_heal
 from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
@@ -910,29 +909,20 @@ class PromptEngine(TokenizingEngine):
         return 0
 
 
-class LlamaDriver:
-    """llama-cpp-python fed the prompts this working tree's pipeline builds, with llama.vim's
-    time cap."""
+class PromptSide:
+    """The language server's prompts built in this process: its pipeline (default settings, or
+    `options`) over the workspace, with the open buffers mirrored into its index."""
 
-    name = "llama"
-    paced = False  # slower answers than the patience count as late all the same
-
-    def __init__(self, args: argparse.Namespace, workspace: Path) -> None:
-        options = ServerOptions(model=args.model) if args.model else ServerOptions()
-        self.model, self.max_tokens = options.model, options.max_tokens
-        self.patience_ms: float | None = args.patience_ms
+    def __init__(self, options: ServerOptions, workspace: Path) -> None:
         self.pipeline = CompletionPipeline(
             PromptEngine(load_tokenizer(options.model)),
             Workspaces(FileRules(extra_secret_globs=options.secret_globs)),
-            # The server's budget and layout for its default settings (CoderLanguageServer).
-            PromptBudget(repo_tokens=options.context_budget, output_tokens=options.max_tokens),
+            options.prompt_budget(),
             layout=options.prompt_layout(),
         )
         self.pipeline.warm = False
         self.workspace = workspace
         self.repo = self.pipeline.workspaces.get(workspace)
-        gguf = models.assemble(options.model, progress=False)
-        self.side = LlamaSide(gguf, self.pipeline, args.threads)
 
     async def open(self, relative: str, text: str) -> None:
         """The server's index holds open buffers: so does this one."""
@@ -945,6 +935,22 @@ class LlamaDriver:
     async def close(self, relative: str) -> None:
         """The buffer goes; the file on disk counts again."""
         self.repo.index.close_buffer(relative)
+
+
+class LlamaDriver(PromptSide):
+    """llama-cpp-python fed the prompts this working tree's pipeline builds, with llama.vim's
+    time cap."""
+
+    name = "llama"
+    paced = False  # slower answers than the patience count as late all the same
+
+    def __init__(self, args: argparse.Namespace, workspace: Path) -> None:
+        options = ServerOptions(model=args.model) if args.model else ServerOptions()
+        super().__init__(options, workspace)
+        self.model, self.max_tokens = options.model, options.max_tokens
+        self.patience_ms: float | None = args.patience_ms
+        gguf = models.assemble(options.model, progress=False)
+        self.side = LlamaSide(gguf, self.pipeline, args.threads)
 
     async def ask(self, relative: str, text: str, offset: int) -> Answer:
         """Our prompt for this buffer and cursor (not timed), then llama.cpp (timed)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
-from context.prompt import PromptLayout
+from context.prompt import PromptBudget, PromptLayout
 from runtime import models
 from runtime.config import Precision
 from runtime.session import Provider
@@ -69,6 +69,14 @@ class ServerOptions:
     def language_enabled(self, language_id: str) -> bool:
         """Whether completions are offered for this LSP language id."""
         return "*" in self.languages or language_id in self.languages
+
+    def prompt_budget(self) -> PromptBudget:
+        """The prompt's token quotas these settings ask for."""
+        return PromptBudget(
+            repo_tokens=self.context_budget,
+            suffix_tokens=self.suffix_budget,
+            output_tokens=self.max_tokens,
+        )
 
     def prompt_layout(self) -> PromptLayout:
         """The FIM prompt layout these settings ask for."""

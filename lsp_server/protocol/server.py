@@ -137,11 +137,7 @@ class CoderLanguageServer(LanguageServer):
 
     def prompt_budget(self) -> PromptBudget:
         """Token quotas from the settings."""
-        return PromptBudget(
-            repo_tokens=self.options.context_budget,
-            suffix_tokens=self.options.suffix_budget,
-            output_tokens=self.options.max_tokens,
-        )
+        return self.options.prompt_budget()
 
     def load_engine(self) -> None:
         """Prepare and open the model (blocking: call from a worker thread)."""
