@@ -34,7 +34,7 @@ every row. Variants:
 - `editor-sfx48`, `typing-sfx48`: `editor` and `typing` with prompts holding at most 48 tokens
   of suffix instead of 128 (the `suffixBudget` setting): what a shorter suffix costs.
 
-For the pipeline pipeline variants, "post" scores `Completion.text` (what an editor shows) and "raw"
+For the pipeline variants, "post" scores `Completion.text` (what an editor shows) and "raw"
 scores `Completion.result.text` (the engine's text: Qwen's stop tokens and the in-generation stop
 rule, no `finalize`). Besides EM, "insert" counts suggestions that, accepted as they are, give back
 the original program (lines compared without trailing whitespace, blank lines ignored): it fails

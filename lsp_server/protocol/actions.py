@@ -57,7 +57,7 @@ def _action_context(ls: CoderLanguageServer) -> ActionContext | None:
     None while the model is not ready."""
     if ls.state is not EngineState.READY or ls.engine is None:
         return None
-    return ActionContext(ls.engine, ls.workspaces, ls.prompt_budget())
+    return ActionContext(ls.engine, ls.workspaces, ls.options.prompt_budget())
 
 
 def _resolves_edits(ls: CoderLanguageServer) -> bool:

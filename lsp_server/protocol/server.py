@@ -22,7 +22,6 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import RPCRequest
 
 from context.files import FileRefused, FileRules, read_text_file
-from context.prompt import PromptBudget
 from context.workspaces import Workspaces
 from lsp_server.completion.live import LiveGeneration
 from lsp_server.completion.pipeline import CompletionPipeline
@@ -130,14 +129,10 @@ class CoderLanguageServer(LanguageServer):
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
         self.options = options
         if self.pipeline is not None:
-            self.pipeline.set_prompt_settings(self.prompt_budget(), options.prompt_layout())
+            self.pipeline.set_prompt_settings(options.prompt_budget(), options.prompt_layout())
         self.workspaces.apply_rules(FileRules(extra_secret_globs=options.secret_globs))
         logging.getLogger().setLevel(options.log_level.upper())
         logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-    def prompt_budget(self) -> PromptBudget:
-        """Token quotas from the settings."""
-        return self.options.prompt_budget()
 
     def load_engine(self) -> None:
         """Prepare and open the model (blocking: call from a worker thread)."""
@@ -169,7 +164,7 @@ class CoderLanguageServer(LanguageServer):
         self.pipeline = CompletionPipeline(
             engine,
             self.workspaces,
-            self.prompt_budget(),
+            self.options.prompt_budget(),
             warm=not options.remote,
             layout=options.prompt_layout(),
         )

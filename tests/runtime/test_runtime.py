@@ -134,7 +134,8 @@ def test_a_generation_goes_before_the_rest_of_a_warm_up(engine: LocalEngine) -> 
         warm = threading.current_thread().name == "warm"
         if warm and not first_chunk.is_set():
             first_chunk.set()
-            while not engine._waiting:  # hold the first chunk until the generation is queued
+            queued_by = time.monotonic() + 10  # hold the first chunk until the generation waits
+            while not engine._waiting and time.monotonic() < queued_by:
                 time.sleep(0.001)
         order.append("warm" if warm else "generation")
         return forward(cache, tokens, keep)
