@@ -30,6 +30,8 @@ class Prediction:
     prompt_ids: tuple[int, ...]
     generated_ids: tuple[int, ...]
     accepted_ids: int | None  # generated tokens that spell `text` exactly, if any do
+    # Written by the small model (a cold request): the target's answer replaces it when ready.
+    small_model: bool = False
 
     def typed(self, before: str, after: str) -> str | None:
         """What the user typed since, when the buffer is this one plus typing at the cursor
@@ -48,6 +50,7 @@ class ForwardHit:
     replace_chars: int
     prompt: Prompt
     continuation: tuple[int, ...] | None  # prompt + accepted tokens, for a continued generation
+    small_model: bool = False  # the suggestion is the small model's
 
 
 class ForwardCache:
@@ -62,11 +65,29 @@ class ForwardCache:
     def remember(self, key: str, prediction: Prediction) -> None:
         """Keep `prediction` as the last one for document `key` (an empty one forgets)."""
         with self._lock:
-            self._predictions.pop(key, None)
-            if prediction.text:
-                self._predictions[key] = prediction
-                while len(self._predictions) > self.documents:
-                    self._predictions.popitem(last=False)
+            self._put(key, prediction)
+
+    def current(self, key: str) -> Prediction | None:
+        """The last prediction for document `key`, if any."""
+        with self._lock:
+            return self._predictions.get(key)
+
+    def replace(self, key: str, seen: Prediction | None, prediction: Prediction) -> bool:
+        """`remember` `prediction` only if the last one for `key` is still `seen` (a newer
+        suggestion came meanwhile otherwise, and stays); whether it did."""
+        with self._lock:
+            if self._predictions.get(key) is not seen:
+                return False
+            self._put(key, prediction)
+        return True
+
+    def _put(self, key: str, prediction: Prediction) -> None:
+        """`remember` under the lock."""
+        self._predictions.pop(key, None)
+        if prediction.text:
+            self._predictions[key] = prediction
+            while len(self._predictions) > self.documents:
+                self._predictions.popitem(last=False)
 
     def lookup(self, key: str, text: str, offset: int) -> ForwardHit | None:
         """What the last prediction for `key` says about `text` with the cursor at `offset`."""
@@ -81,11 +102,14 @@ class ForwardCache:
         if rest.strip():
             with self._lock:
                 self.hits += 1
-            return ForwardHit(rest, prediction.replace_chars, prediction.prompt, None)
+            return ForwardHit(
+                rest, prediction.replace_chars, prediction.prompt, None, prediction.small_model
+            )
         if rest or prediction.accepted_ids is None:
             return None  # only whitespace left, or text no token prefix spells: ask afresh
         accepted = prediction.generated_ids[: prediction.accepted_ids]
-        return ForwardHit("", 0, prediction.prompt, prediction.prompt_ids + accepted)
+        continuation = prediction.prompt_ids + accepted
+        return ForwardHit("", 0, prediction.prompt, continuation, prediction.small_model)
 
 
 def accepted_token_count(

@@ -34,6 +34,24 @@ class CompletionRefused(Exception):
     (context.workspaces' AdmissionRefused, as the pipeline's callers see it)."""
 
 
+def _finished(
+    result: GenerationResult,
+    prompt: Prompt,
+    heal: str,
+    cursor: CursorContext,
+    latency_ms: float,
+    source: str,
+) -> tuple[Completion, str]:
+    """The completion a generation's `result` gives at `cursor`, and the typed text its
+    tokens spell before the answer (what `heal` left out of the prompt)."""
+    answer = after_heal(result.text, heal)
+    shown = postprocess(answer, cursor)
+    done = Completion("", 0, prompt, result, latency_ms, source)
+    if shown is not None:
+        done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
+    return done, result.text[: len(result.text) - len(answer)]
+
+
 def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
     """The completion a forward-cache hit gives without the model (the rest of the last
     suggestion), or None."""
@@ -45,9 +63,16 @@ def _cached_answer(hit: ForwardHit | None, started: float) -> Completion | None:
 
 
 # A request is cold when the target would need more than this share of the time left just to
-# read the prompt; the small model then answers from QUICK_BUDGET's in-file prompt.
+# read the prompt; the small model then answers from an in-file prompt: the first of
+# QUICK_BUDGETS it can read within QUICK_SHARE of the time left (its cache may hold one from
+# the last pause), else the last. The sizes halve, so one size keeps its window start
+# (`context.prompt.fim_window`) and its cache from one pause to the next.
 COLD_SHARE = 1.0
-QUICK_BUDGET = PromptBudget(repo_tokens=0, prefix_tokens=384, suffix_tokens=64)
+QUICK_SHARE = 0.5
+QUICK_BUDGETS = tuple(
+    PromptBudget(repo_tokens=0, prefix_tokens=prefix, suffix_tokens=suffix)
+    for prefix, suffix in ((384, 64), (192, 32), (96, 16))
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,9 @@ class CompletionPipeline:
     _generator: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="live-generation")
     )
+    # The warm-up writing the target's answer where the small model answered (`_upgrade`), and
+    # its file, while it generates (a forward-cache answer does not restart it; a miss stops it).
+    _upgrading: tuple[str, CancellationToken] | None = None
 
     def predicted(
         self,
@@ -101,42 +129,92 @@ class CompletionPipeline:
         *,
         workspace: Path | None = None,
         use_context: bool = True,
+        max_tokens: int = 64,
     ) -> Completion | None:
         """The rest of the last suggestion for `path` when the user typed its beginning since
         (no model call, the prompt warmed in the background), else None."""
-        return self._forward_answer(path, tokenizable(text), offset, workspace, use_context)[1]
+        text = tokenizable(text)
+        return self._forward_answer(
+            _Request(path, text, offset, workspace, use_context, max_tokens)
+        )[1]
 
-    def _forward_answer(
-        self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
-    ) -> tuple[ForwardHit | None, Completion | None]:
+    def _forward_answer(self, request: _Request) -> tuple[ForwardHit | None, Completion | None]:
         """The forward cache's view of this cursor, and its answer if it has one (then the
-        prompt is warmed in the background)."""
+        prompt is warmed in the background, and the target's answer written where the
+        suggestion is the small model's)."""
         started = time.monotonic()
-        hit = self.forward.lookup(str(path), text, offset)
+        hit = self.forward.lookup(str(request.path), request.text, request.offset)
         cached = _cached_answer(hit, started)
-        if cached is not None:
-            self._warm_later(path, text, offset, workspace, use_context)
+        if hit is not None and cached is not None:
+            self._warm_later(request, upgrade=hit.small_model)
         return hit, cached
 
     def warm_file(self, path: Path, text: str, workspace: Path) -> None:
         """Prefill, in the background, what every prompt in this file starts with: the
         repository context chosen for it (up to the current file's <|fim_prefix|>), so the
         first request in a just-opened file does not read that part (up to 1,024 tokens)."""
-        self._warm_later(path, tokenizable(text), 0, workspace, True)
+        self._warm_later(_Request(path, tokenizable(text), 0, workspace, True, 0), upgrade=False)
 
-    def _warm_later(
-        self, path: Path, text: str, offset: int, workspace: Path | None, use_context: bool
-    ) -> None:
+    def _warm_later(self, request: _Request, *, upgrade: bool) -> None:
         """Prefill the prompt for this buffer and cursor in the background (when `warm` and no
-        generation is running: it holds the engine and ends in a prediction of its own)."""
+        generation is running: it holds the engine and ends in a prediction of its own). With
+        `upgrade` (the file's suggestion is the small model's, or a cold request got none), the
+        target then writes its own answer here for the forward cache (`_upgrade`). An upgrade
+        generating for this file goes on: typing along its small-model suggestion would
+        otherwise restart it at every pause, and it would never end."""
+        key = str(request.path)
         if not self.warm or (self._live is not None and not self._live.finished):
             return
+        upgrading = self._upgrading
+        if upgrading is not None and upgrading[0] == key and not upgrading[1].cancelled:
+            return
+        seen = self.forward.current(key)
 
         def job(cancel: CancellationToken) -> None:
-            prompt = self.prompt(path, text, offset, workspace=workspace, use_context=use_context)
-            self.engine.prefill(self.engine.encode_prompt(prompt.segments), cancel)
+            prompt = self.prompt(
+                request.path,
+                request.text,
+                request.offset,
+                workspace=request.workspace,
+                use_context=request.use_context,
+            )
+            prompt_ids = self.engine.encode_prompt(prompt.segments)
+            self.engine.prefill(prompt_ids, cancel)
+            if upgrade and not cancel.cancelled:
+                self._upgrade(request, prompt, prompt_ids, seen, cancel)
 
         self.warmer.start(job)
+
+    def _upgrade(
+        self,
+        request: _Request,
+        prompt: Prompt,
+        prompt_ids: list[int],
+        seen: Prediction | None,
+        cancel: CancellationToken,
+    ) -> None:
+        """The target's answer at `request`'s cursor (its prompt read already) in place of the
+        small model's suggestion `seen`, unless a newer one came meanwhile: typing on is then
+        answered from the target's suggestion, where it would follow the small model's until
+        the user left it (a warm-up's last step; a model request stops it)."""
+        key = str(request.path)
+        self._upgrading = (key, cancel)
+        try:
+            cursor = CursorContext.at(request.text, request.offset, key)
+            config = GenerationConfig(
+                max_new_tokens=request.max_tokens, stop_rule=stop_rule(cursor)
+            )
+            started = time.monotonic()
+            result = self.engine.complete(prompt_ids, config, cancel)
+            if result.finish_reason == "cancelled":
+                return
+            latency = (time.monotonic() - started) * 1000
+            done, lead_in = _finished(result, prompt, prompt.heal, cursor, latency, "model")
+            prediction = self._prediction(request, prompt_ids, done, lead_in)
+            if self.forward.replace(key, seen, prediction):
+                logger.info("the target's answer replaces the small model's: %r", done.text)
+        finally:
+            self._upgrading = None
 
     def complete(
         self,
@@ -160,16 +238,16 @@ class CompletionPipeline:
         started = time.monotonic()
         text = tokenizable(text)
         key, before, after = str(path), text[:offset], text[offset:]
-        hit, cached = self._forward_answer(path, text, offset, workspace, use_context)
+        request = _Request(path, text, offset, workspace, use_context, max_tokens)
+        hit, cached = self._forward_answer(request)
         if cached is not None:
             return cached
         live = self._live
-        request = _Request(path, text, offset, workspace, use_context, max_tokens)
         if live is not None and live.follows(key, before, after, self._settings(request)):
             done = self._await(live, before, after, started, deadline, cancel)
             if done is not None:
                 return done
-            hit, cached = self._forward_answer(path, text, offset, workspace, use_context)
+            hit, cached = self._forward_answer(request)
             if cached is not None:
                 return cached
         live = self._start(request, hit, cancel if deadline is None else None, deadline)
@@ -184,7 +262,11 @@ class CompletionPipeline:
         deadline: float | None,
     ) -> LiveGeneration:
         """Cancel the generation in progress and start one for `request` in the background
-        (continuing the last one when the user typed or accepted all of it)."""
+        (continuing the last one when the user typed or accepted all of it). A warm-up stops
+        first: one left to run while the prompt is built would hold the engine a chunk longer
+        when the generation asks for it (the cache keeps what it read; a small model's answer
+        starts it again)."""
+        self.warmer.stop()
         with self._live_lock:
             if self._live is not None:
                 self._live.cancel.cancel()
@@ -205,13 +287,10 @@ class CompletionPipeline:
         quick = self._quick(request, prompt_ids, deadline) if source == "model" else None
         if quick is not None:
             # The target would not read this prompt in time: the small model answers from a
-            # short in-file prompt, and the target reads the whole one meanwhile (a warm-up
-            # already doing so goes on: the two take turns, a warm-up chunk at a time).
+            # short in-file prompt; the target reads the whole one after it (`_generate`).
             prompt, prompt_ids, heal = quick.prompt, quick.ids, quick.prompt.heal
             config = replace(config, small_model=True)
             source = "small_model"
-        else:
-            self.warmer.stop()
         live = LiveGeneration(
             str(path), text[:offset], text[offset:], heal, cursor, prompt, self._settings(request)
         )
@@ -235,16 +314,26 @@ class CompletionPipeline:
         target_ms = self.engine.prefill_ms(prompt_ids)
         if target_ms is None or target_ms <= COLD_SHARE * (deadline - time.monotonic()) * 1000:
             return None
-        prompt = self.prompt(
-            request.path,
-            request.text,
-            request.offset,
-            workspace=request.workspace,
-            use_context=False,
-            budget=replace(QUICK_BUDGET, output_tokens=request.max_tokens),
+        for budget in QUICK_BUDGETS:
+            prompt = self.prompt(
+                request.path,
+                request.text,
+                request.offset,
+                workspace=request.workspace,
+                use_context=False,
+                budget=replace(budget, output_tokens=request.max_tokens),
+            )
+            ids = self.engine.encode_prompt(prompt.segments)
+            small_ms = self.engine.prefill_ms(ids, small_model=True) or 0.0
+            if small_ms <= QUICK_SHARE * (deadline - time.monotonic()) * 1000:
+                break
+        logger.info(
+            "cold prompt (target ~%.0f ms to read): the small model answers from %d tokens "
+            "(~%.0f ms to read)",
+            target_ms,
+            len(ids),
+            small_ms,
         )
-        ids = self.engine.encode_prompt(prompt.segments)
-        logger.info("cold prompt (target ~%.0f ms to read): the small model answers", target_ms)
         return _QuickPrompt(prompt, ids)
 
     def _generate(
@@ -260,22 +349,15 @@ class CompletionPipeline:
         try:
             result = self.engine.complete(prompt_ids, config, live.cancel, live.push)
             latency = (time.monotonic() - started) * 1000
-            answer = after_heal(result.text, live.heal)
-            shown = postprocess(answer, live.cursor)
-            done = Completion("", 0, live.prompt, result, latency, source)
-            if shown is not None:
-                done = replace(done, text=shown.text, replace_chars=shown.replace_suffix_chars)
-            # The answer ends the generated text; what comes before it is the healed text.
-            lead_in = result.text[: len(result.text) - len(answer)]
-            self._remember(live.key, request.text, request.offset, prompt_ids, done, lead_in)
+            done, lead_in = _finished(result, live.prompt, live.heal, live.cursor, latency, source)
+            self.forward.remember(live.key, self._prediction(request, prompt_ids, done, lead_in))
             live.result = done
         except Exception as error:  # handed to the request that waits for it
             live.error = error
         finally:
             live.finish()
         if source == "small_model" and not live.cancel.cancelled:
-            text, offset = request.text, request.offset
-            self._warm_later(request.path, text, offset, request.workspace, request.use_context)
+            self._warm_later(request, upgrade=True)
 
     def _await(
         self,
@@ -359,25 +441,23 @@ class CompletionPipeline:
         self.warmer.stop()
 
     def wait_idle(self) -> None:
-        """Block until the generation in progress (if any) has ended (benchmarks, tests)."""
+        """Block until the generation in progress (if any) and the warm-up it started have
+        ended (benchmarks, tests)."""
         live = self._live
         while live is not None and not live.finished:
             live.wait(0.05)
+        self._generator.submit(lambda: None).result()  # its thread has left `_generate`
+        self.warmer.wait()
 
-    def _remember(
-        self,
-        key: str,
-        text: str,
-        offset: int,
-        prompt_ids: list[int],
-        done: Completion,
-        lead_in: str,
-    ) -> None:
-        """Keep `done` as the prediction typing at this cursor is checked against; the
+    def _prediction(
+        self, request: _Request, prompt_ids: list[int], done: Completion, lead_in: str
+    ) -> Prediction:
+        """`done` as the prediction typing at `request`'s cursor is checked against; the
         generated tokens spell `lead_in` (typed already) before the suggestion."""
         generated = done.result.token_ids
         shown = done.text if done.result.finish_reason != "cancelled" else ""
-        prediction = Prediction(
+        text, offset = request.text, request.offset
+        return Prediction(
             before=text[:offset],
             after=text[offset:],
             text=shown,
@@ -390,8 +470,8 @@ class CompletionPipeline:
                 if shown
                 else None
             ),
+            small_model=done.source == "small_model",
         )
-        self.forward.remember(key, prediction)
 
     def _admit(
         self, path: Path, text: str, workspace: Path | None, use_context: bool

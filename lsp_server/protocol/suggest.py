@@ -131,6 +131,7 @@ async def suggest(
         offset,
         workspace=folder,
         use_context=options.use_context and folder is not None,
+        max_tokens=options.max_tokens,
     )
     if done is None:
         try:

@@ -4,6 +4,7 @@ and typing all of it continues the same generation from the cached KV."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,21 @@ def test_typing_all_of_it_continues_from_prompt_and_accepted_tokens() -> None:
     # Without a token prefix that spells the suggestion, a fresh prompt is needed.
     cache.remember("m.py", prediction(accepted=None))
     assert cache.lookup("m.py", BEFORE + "a + b" + AFTER, len(BEFORE) + 5) is None
+
+
+def test_a_replacement_waits_for_no_newer_suggestion() -> None:
+    cache = ForwardCache()
+    small = replace(prediction("a - b"), small_model=True)
+    cache.remember("m.py", small)
+    hit = cache.lookup("m.py", BEFORE + "a" + AFTER, len(BEFORE) + 1)
+    assert hit is not None and hit.small_model
+    # The target's answer replaces the small model's it was written for ...
+    assert cache.replace("m.py", small, prediction("a + b"))
+    assert cache.current("m.py") == prediction("a + b")
+    # ... but not a suggestion that came after it.
+    assert not cache.replace("m.py", small, prediction("b + a"))
+    assert not cache.replace("other.py", small, prediction("b + a"))
+    assert cache.current("m.py") == prediction("a + b") and cache.current("other.py") is None
 
 
 def test_empty_prediction_forgets_and_size_is_bounded() -> None:

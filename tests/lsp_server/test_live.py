@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from context.prompt import Prompt
+from context.prompt import Prompt, PromptBudget
 from lsp_server.completion.live import LiveGeneration, complete_lines
-from lsp_server.completion.pipeline import CompletionPipeline
+from lsp_server.completion.pipeline import QUICK_BUDGETS, CompletionPipeline
 from lsp_server.completion.postprocess import CursorContext
 from runtime.engine import EngineOptions, LocalEngine
 
@@ -116,28 +116,74 @@ def test_a_deadline_answers_empty_and_the_generation_answers_the_next_pause(
     assert rest.source == "forward_cache" and later.text[:3] + rest.text == later.text
 
 
+@pytest.fixture(scope="module")
+def target_and_small() -> LocalEngine:
+    """The defaults: the 1.5B with the 0.5B as its small model."""
+    return LocalEngine.load(EngineOptions(), progress=False)
+
+
 @pytest.mark.slow
 def test_a_cold_prompt_is_answered_by_the_small_model_then_the_target_takes_over(
-    tmp_path: Path,
+    target_and_small: LocalEngine, tmp_path: Path
 ) -> None:
-    engine = LocalEngine.load(EngineOptions(), progress=False)  # the defaults: 1.5B + 0.5B
+    engine = target_and_small
     pipeline = CompletionPipeline(engine)
     engine.prefill_rate.ms_per_token = 1000.0  # as a very slow CPU would measure: all is cold
     path = tmp_path / "shapes.py"
     text = "import math\n\n\ndef circle_area(radius):\n    return "
     path.write_text(text)
     pipeline.complete(path, text, len(text), use_context=False, deadline=time.monotonic() + 5)
-    pipeline.wait_idle()
+    pipeline.wait_idle()  # the target read the whole prompt meanwhile, and answered
     # The same pause again gets what the generation started for it wrote.
     deadline = time.monotonic() + 600
     quick = pipeline.complete(path, text, len(text), use_context=False, deadline=deadline)
     assert quick.source == "small_model" and quick.text
     assert quick.result.prompt_tokens <= 384 + 64 + 16  # the short in-file prompt
-    pipeline.warmer.wait()  # the target read the whole prompt meanwhile
     full = pipeline.prompt(path, text, len(text), use_context=False)
-    assert engine.prefill_ms(engine.encode_prompt(full.segments)) == pytest.approx(0.0)
+    full_ids = engine.encode_prompt(full.segments)
+    assert engine.prefill_ms(full_ids) == pytest.approx(0.0)
+    # The target's answer to the full prompt replaced the small model's suggestion: typing
+    # along it is answered from it.
+    target = pipeline.forward.current(str(path))
+    assert target is not None and not target.small_model and target.text
+    assert target.prompt_ids == tuple(full_ids) and target.before == text
+    typed = text + target.text[:1]
+    along = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
+    assert along.source == "forward_cache" and along.text == target.text[1:]
+    pipeline.wait_idle()
     engine.prefill_rate.ms_per_token = 50.0
     # A miss now (typing something else) is the target's, its prompt already read.
     typed = text + "radius * radius *"
     upgraded = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
     assert upgraded.source == "model" and upgraded.result.cached_tokens > 0
+
+
+@pytest.mark.slow
+def test_the_small_models_prompt_is_cut_to_what_it_reads_in_time(
+    target_and_small: LocalEngine, tmp_path: Path
+) -> None:
+    engine = target_and_small
+    pipeline = CompletionPipeline(engine, warm=False)
+    path = tmp_path / "table.py"
+    rows = "".join(f"ROW_{number} = ({number}, '{number}')\n" for number in range(90))
+    text = rows + "\n\ndef square(number):\n    return "
+    path.write_text(text)
+
+    def tier(budget: PromptBudget, buffer: str) -> int:
+        prompt = pipeline.prompt(path, buffer, len(buffer), use_context=False, budget=budget)
+        return len(engine.encode_prompt(prompt.segments))
+
+    assert tier(QUICK_BUDGETS[0], text) > 300 > tier(QUICK_BUDGETS[1], text) > 100
+    engine.prefill_rate.ms_per_token = 1000.0  # the target: cold
+    engine.small_prefill_rate.ms_per_token = 20.0  # 250 tokens in half of 10 s: not 300
+    deadline = time.monotonic() + 10
+    quick = pipeline.complete(path, text, len(text), use_context=False, deadline=deadline)
+    assert quick.source == "small_model"
+    assert quick.result.prompt_tokens == tier(QUICK_BUDGETS[1], text)
+    pipeline.wait_idle()
+    # With the time to read the longest, it gets the longest.
+    engine.prefill_rate.ms_per_token, engine.small_prefill_rate.ms_per_token = 1000.0, 1.0
+    typed = text + "0\n\n\ndef cube(number):\n    return "  # another function: a miss
+    longest = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
+    assert longest.source == "small_model"
+    assert longest.result.prompt_tokens == tier(QUICK_BUDGETS[0], typed)
