@@ -188,9 +188,14 @@ async def test_cancel_request_stops_generation(client: LanguageClient, workspace
         await asyncio.wrap_future(future)
     status = await execute(client, "coderLsp.status")
     assert status["outcomes"].get("cancelled", 0) == before + 1
-    # The server still answers.
+    # The server still answers (on a loaded machine maybe after the time budget: the answer
+    # then comes at the next request, from the generation it left running).
     calc = (workspace / "calc.py").as_uri()
-    assert await client.text_document_inline_completion_async(inline_params(calc, 2, 11))
+    for _ in range(20):
+        if await client.text_document_inline_completion_async(inline_params(calc, 2, 11)):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("no answer after a cancelled request")
 
 
 async def test_newer_request_supersedes_older(client: LanguageClient, workspace: Path) -> None:
