@@ -152,7 +152,7 @@ class CompletionPipeline:
     def warm_file(self, path: Path, text: str, workspace: Path) -> None:
         """Prefill, in the background, what every prompt in this file starts with: the
         repository context chosen for it (up to the current file's <|fim_prefix|>), so the
-        first request in a just-opened file does not read that part (up to 1,024 tokens)."""
+        first request in a just-opened file does not read that part (up to the context budget)."""
         self._warm_later(_Request(path, tokenizable(text), 0, workspace, True, 0), upgrade=False)
 
     def _warm_later(self, request: _Request, *, upgrade: bool) -> None:

@@ -49,7 +49,11 @@ class ServerOptions:
     # answer). Within it a block answer is shown as soon as its first whole lines are written
     # and the rest is generated in the background (lsp_server/completion/live.py).
     max_latency_ms: Annotated[int, Bounds(0, 60000)] = 900
-    context_budget: Annotated[int, Bounds(0, 16384)] = 1024  # tokens of repository context
+    # Tokens of repository context: 256 rather than the one-shot CLI's 1,024 (bench/RESULTS.md,
+    # replay runs A, B, J: 13-52 more line matches in time, the cold prompt after a jump read
+    # faster; on holes with no time limit 1,024 holds more definitions). Raise it where
+    # prefill is cheap (a GPU, a team server).
+    context_budget: Annotated[int, Bounds(0, 16384)] = 256
     # Tokens of the text after the cursor, read again at every pause inside a word and on a new
     # line: 48 rather than the one-shot CLI's 128 (bench/RESULTS.md: on the replay, 113 line
     # matches instead of 78, the 128 tokens' re-read alone outlasting the time budget here; on
