@@ -2,6 +2,7 @@
 
     python -m bench.repo_quality [--packages httpx,click,git,pygls,cattrs,starlette]
         [--holes 150] [--variants in-file,repo,defs,defs-512] [--model NAME] [--limit N]
+        [--prompts-only]
 
 Holes are punched in real multi-file packages we did not write (installed ones, copied into a
 scratch workspace each): a line is cut from a name to its end. Cross-file holes cut at a name
@@ -14,14 +15,16 @@ cold (no KV cache kept), under each variant:
 * `in-file`: `--no-context`;
 * `repo`: repository context without the cursor (ranked files, outlined);
 * `defs`: repository context with the cursor: the definitions the code at the cursor uses
-  first, then outlines (`context.definitions`); `defs-512` / `defs-256`: the same with a
-  smaller repository budget.
+  first, then outlines (`context.definitions`); `defs-N` (`defs-512`, `defs-256`, ...): the
+  same with a repository budget of N tokens.
 
 Reported per variant: exact match of the first line (whitespace at the ends ignored) and edit
 similarity (difflib ratio) on cross-file and in-file holes; for cross-file holes, recall of the
 defining file (a file defining the name is among the prompt's files) and of the definition (its
 `def`/`class`/assignment is in the repository part of the prompt); mean prompt tokens and the
-ratio to the in-file prompt's; median cold latency.
+ratio to the in-file prompt's; median cold latency. `--prompts-only` builds the same prompts
+with the model's tokenizer and no model (a minute or two on 2 cores for three variants, not an
+hour): recalls and tokens only.
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ from pathlib import Path
 
 import tree_sitter
 
+from bench.replay import PromptEngine
 from bench.sources import module_path, round_robin
 from context import parsing
 from context.imports import WorkspaceLayout, extract_imports, python_module_file
 from context.index import WorkspaceIndex
-from context.prompt import ContextPiece, PromptBudget, PromptLayout, TokenCounter
+from context.prompt import ContextPiece, Prompt, PromptBudget, PromptLayout, TokenCounter
 from context.repo import RepoContext
 from lsp_server.completion.pipeline import Completion, CompletionPipeline
-from runtime.engine import EngineOptions, LocalEngine
+from runtime.client import load_tokenizer
+from runtime.engine import Engine, EngineOptions, LocalEngine
 
 logger = logging.getLogger(__name__)
 
@@ -299,13 +304,21 @@ def repo_budget(variant: str) -> int:
     return int(size) if name == "defs" and size else PromptBudget().repo_tokens
 
 
+def _point_at(
+    pipeline: CompletionPipeline, repo: CursorRepoContext, hole: Hole, variant: str
+) -> None:
+    """Set the pipeline up for one hole under one variant: the cursor, the budget, no memory
+    of the last variant's answer at this very cursor."""
+    repo.cursor = (hole.text, hole.offset) if variant.startswith("defs") else None
+    pipeline.budget = replace(pipeline.budget, repo_tokens=repo_budget(variant))
+    pipeline.forget()
+
+
 def run_hole(
     pipeline: CompletionPipeline, repo: CursorRepoContext, hole: Hole, variant: str
 ) -> Outcome:
     """Complete one hole under one variant through the pipeline."""
-    repo.cursor = (hole.text, hole.offset) if variant.startswith("defs") else None
-    pipeline.budget = replace(pipeline.budget, repo_tokens=repo_budget(variant))
-    pipeline.forget()  # the last variant's answer at this very cursor is not this one's
+    _point_at(pipeline, repo, hole, variant)
     done: Completion = pipeline.complete(
         hole.path,
         hole.text,
@@ -314,7 +327,27 @@ def run_hole(
         use_context=variant != "in-file",
         max_tokens=48,
     )
-    prompt = done.prompt
+    # Single-line holes: the first line is scored.
+    return _outcome(hole, variant, done.prompt, done.text.split("\n", 1)[0], done.latency_ms)
+
+
+def prompt_hole(
+    pipeline: CompletionPipeline, repo: CursorRepoContext, hole: Hole, variant: str
+) -> Outcome:
+    """The prompt of one hole under one variant, as `run_hole` would build it; no answer."""
+    _point_at(pipeline, repo, hole, variant)
+    prompt = pipeline.prompt(
+        hole.path,
+        hole.text,
+        hole.offset,
+        workspace=repo.index.root,
+        use_context=variant != "in-file",
+    )
+    return _outcome(hole, variant, prompt, "", 0.0)
+
+
+def _outcome(hole: Hole, variant: str, prompt: Prompt, answer: str, latency_ms: float) -> Outcome:
+    """An outcome with the recalls of `prompt`'s repository part."""
     repo_part = prompt.text[: prompt.text.rfind("<|file_sep|>")] if len(prompt.files) > 1 else ""
     definition = re.compile(
         rf"^\s*(?:(?:async\s+)?def|class)\s+{re.escape(hole.name)}\b|^{re.escape(hole.name)}\s*[:=]",
@@ -323,9 +356,9 @@ def run_hole(
     return Outcome(
         hole,
         variant,
-        done.text.split("\n", 1)[0],  # single-line holes: the first line is scored
+        answer,
         prompt.tokens,
-        done.latency_ms,
+        latency_ms,
         bool(set(hole.defined_in) & set(prompt.files[:-1])),
         definition.search(repo_part) is not None,
     )
@@ -339,34 +372,53 @@ def _mean(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f}" if values else "-"
 
 
-def report(outcomes: list[Outcome], variants: list[str]) -> list[str]:
-    """The table rows (markdown) per variant."""
+HEADERS = (
+    "cross EM",
+    "cross ES",
+    "in-file EM",
+    "in-file ES",
+    "file recall",
+    "def recall",
+    "mean tokens",
+    "x in-file",
+    "median cold ms",
+)
+# The columns only a generation fills: a prompts-only run leaves them out.
+GENERATED = frozenset({"cross EM", "cross ES", "in-file EM", "in-file ES", "median cold ms"})
+
+
+def report(outcomes: list[Outcome], variants: list[str], generated: bool = True) -> list[str]:
+    """The table rows (markdown) per variant; without the `GENERATED` columns unless
+    `generated`."""
     baseline = [o.tokens for o in outcomes if o.variant == "in-file"]
+    headers = [h for h in HEADERS if generated or h not in GENERATED]
     rows = [
-        "| variant | cross EM | cross ES | in-file EM | in-file ES | file recall | "
-        "def recall | mean tokens | x in-file | median cold ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | " + " | ".join(headers) + " |",
+        "|---|" + "---|" * len(headers),
     ]
     for variant in variants:
         mine = [o for o in outcomes if o.variant == variant]
         cross = [o for o in mine if o.hole.kind == "cross-file"]
         local = [o for o in mine if o.hole.kind == "in-file"]
         tokens = [float(o.tokens) for o in mine]
-        ratio = (
-            f"{statistics.mean(tokens) / statistics.mean(baseline):.2f}"
-            if baseline and tokens
-            else "-"  # no in-file variant in this run
-        )
-        rows.append(
-            f"| {variant} | {_mean([100.0 * o.exact for o in cross])} "
-            f"| {_mean([100 * o.similarity for o in cross])} "
-            f"| {_mean([100.0 * o.exact for o in local])} "
-            f"| {_mean([100 * o.similarity for o in local])} "
-            f"| {_mean([100.0 * o.file_recall for o in cross])} "
-            f"| {_mean([100.0 * o.definition_recall for o in cross])} "
-            f"| {_mean(tokens)} | {ratio} "
-            f"| {statistics.median([o.latency_ms for o in mine]) if mine else 0:.0f} |"
-        )
+        cells = {
+            "cross EM": _mean([100.0 * o.exact for o in cross]),
+            "cross ES": _mean([100 * o.similarity for o in cross]),
+            "in-file EM": _mean([100.0 * o.exact for o in local]),
+            "in-file ES": _mean([100 * o.similarity for o in local]),
+            "file recall": _mean([100.0 * o.file_recall for o in cross]),
+            "def recall": _mean([100.0 * o.definition_recall for o in cross]),
+            "mean tokens": _mean(tokens),
+            "x in-file": (
+                f"{statistics.mean(tokens) / statistics.mean(baseline):.2f}"
+                if baseline and tokens
+                else "-"  # no in-file variant in this run
+            ),
+            "median cold ms": (
+                f"{statistics.median([o.latency_ms for o in mine]) if mine else 0:.0f}"
+            ),
+        }
+        rows.append(f"| {variant} | " + " | ".join(cells[h] for h in headers) + " |")
     return rows
 
 
@@ -400,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--limit", type=int, default=0, help="run only the first N holes")
+    parser.add_argument(
+        "--prompts-only",
+        action="store_true",
+        help="build the prompts without a model: recalls and tokens only",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     variants = args.variants.split(",")
@@ -412,21 +469,28 @@ def main(argv: list[str] | None = None) -> int:
             holes[: args.limit // 2]
             + [h for h in holes if h.kind == "in-file"][: args.limit - args.limit // 2]
         )
-    # cache_bytes=0: every request starts cold, whatever ran before it.
-    engine = LocalEngine.load(EngineOptions(model=args.model, cache_bytes=0), progress=False)
+    engine: Engine = (
+        PromptEngine(load_tokenizer(args.model))
+        if args.prompts_only
+        # cache_bytes=0: every request starts cold, whatever ran before it.
+        else LocalEngine.load(EngineOptions(model=args.model, cache_bytes=0), progress=False)
+    )
     pipeline = CompletionPipeline(engine, warm=False, layout=PromptLayout.for_model(args.model))
     repos = {name: open_workspace(pipeline, scratch / name) for name in packages}
     outcomes: list[Outcome] = []
+    run = prompt_hole if args.prompts_only else run_hole
     for number, hole in enumerate(holes, 1):
         for variant in variants:
-            outcomes.append(run_hole(pipeline, repos[hole.package], hole, variant))
+            outcomes.append(run(pipeline, repos[hole.package], hole, variant))
+        if args.prompts_only:
+            continue
         answers = " ".join(f"{o.variant}={o.answer!r}" for o in outcomes[-len(variants) :])
         print(f"[{number}/{len(holes)}] {hole.kind} {hole.expected!r}: {answers}", file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
 
     kinds = {kind: sum(h.kind == kind for h in holes) for kind in ("cross-file", "in-file")}
     print(f"model {args.model}, {len(holes)} holes ({kinds}) in {args.packages}")
-    print("\n".join(report(outcomes, variants)))
+    print("\n".join(report(outcomes, variants, generated=not args.prompts_only)))
     return 0
 
 

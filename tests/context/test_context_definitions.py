@@ -10,7 +10,7 @@ from test_context_repo import make_repo
 
 from context.definitions import Definition, _scope_name, select_definitions
 from context.prompt import ContextPiece
-from context.repo import RepoContext
+from context.repo import MIN_OUTLINED_BUDGET, RepoContext, _already_shown
 
 pytest.importorskip("git")
 
@@ -115,6 +115,15 @@ def test_compact_rendering(context: RepoContext) -> None:
         "    name",
     ]
     assert "_hidden" not in by_name["Base"] and "return" not in by_name["Engine"]
+    # Shorter forms for a small budget: a class's header and constructor, then its header line;
+    # a function's signature, then its name.
+    shorter = {d.name: d.shorter for d in definitions_at(context, "h(1); self.start()")}
+    assert shorter["Engine"] == (
+        "class Engine(Base):\n    def __init__(self, name): ...",
+        "class Engine(Base): ...",
+    )
+    assert shorter["Base"] == ("class Base: ...",)
+    assert shorter["helper"] == ("def helper(a, b=1): ...", "def helper(...): ...")
     # Star imports skip private names; a long value is elided.
     assert "_private" not in by_name
     text = MAIN.replace("CURSOR", "x = pkg_names") + "from pkg.util import NAMES as pkg_names\n"
@@ -146,17 +155,50 @@ def test_budget_is_exact() -> None:
     assert pieces[0].content.startswith("def f0(x):") and pieces[0].outlined
 
 
+def test_a_small_budget_names_every_definition_before_showing_any_whole() -> None:
+    big = "class Big:\n    def one(self): ...\n    def two(self): ...\n    def three(self): ..."
+    definitions = [
+        Definition("a.py", "Big", 50, big, ("class Big: ...",)),
+        Definition("a.py", "run", 0, "def run(x, y):\n    '''Run it.'''", ("def run(...): ...",)),
+        Definition(
+            "b.py", "Small", 0, "class Small:\n    def go(self): ...", ("class Small: ...",)
+        ),
+    ]
+    short = [
+        ContextPiece("a.py", "def run(...): ...\n\nclass Big: ...", outlined=True),
+        ContextPiece("b.py", "class Small: ...", outlined=True),
+    ]
+    names_only = sum(len(piece.text()) + 1 for piece in short)
+    upgrade = len(big) - len("class Big: ...")
+    # Room for the names and Big, the most relevant, whole: the rest by name.
+    pieces, left = select_definitions(definitions, len, names_only + upgrade)
+    assert pieces == [ContextPiece("a.py", "def run(...): ...\n\n" + big, outlined=True), short[1]]
+    assert left == 0
+    # One token fewer: Big stays a name, and the tokens go to the next ones that fit whole.
+    pieces, _ = select_definitions(definitions, len, names_only + upgrade - 1)
+    assert pieces[0].content == "def run(x, y):\n    '''Run it.'''\n\nclass Big: ..."
+    assert pieces[1].content == "class Small:\n    def go(self): ..."
+    # Room for the names only.
+    assert select_definitions(definitions, len, names_only)[0] == short
+    # Room for everything: each as its longest form, in source order inside a file.
+    pieces, _ = select_definitions(definitions, len, 1000)
+    assert [piece.content for piece in pieces] == [
+        "def run(x, y):\n    '''Run it.'''\n\n" + big,
+        "class Small:\n    def go(self): ...",
+    ]
+
+
 def test_context_for_puts_definitions_last_within_the_budget(context: RepoContext) -> None:
     text = MAIN.replace("CURSOR", "h(")
     offset = text.index("h(") + 1
     for budget in (40, 120, 300, 2000):
         pieces = context.context_for("app/main.py", len, budget, text=text, offset=offset)
         assert sum(len(piece.text()) + 1 for piece in pieces) <= budget
-    pieces = context.context_for("app/main.py", len, 160, text=text, offset=offset)
+    pieces = context.context_for("app/main.py", len, 600, text=text, offset=offset)
     assert pieces[-1].path == "pkg/util.py"
     assert pieces[-1].content.startswith("def helper(a, b=1):")
     # Outlines come first and do not depend on the cursor.
-    elsewhere = context.context_for("app/main.py", len, 160, text=MAIN, offset=0)
+    elsewhere = context.context_for("app/main.py", len, 600, text=MAIN, offset=0)
     assert elsewhere[0] == pieces[0] and not pieces[0].path.endswith("util.py")
     # A file the outlines show whole is not repeated as definitions.
     roomy = context.context_for("app/main.py", len, 2000, text=text, offset=offset)
@@ -164,6 +206,38 @@ def test_context_for_puts_definitions_last_within_the_budget(context: RepoContex
     # Without the cursor, only the ranked files, as before.
     plain = context.context_for("app/main.py", len, 2000)
     assert {p.path: p.content for p in plain}["pkg/util.py"] == PACKAGE["pkg/util.py"]
+
+
+def test_a_small_budget_goes_to_the_definitions_whole(context: RepoContext) -> None:
+    text = MAIN.replace("CURSOR", "h(")
+    offset = text.index("h(") + 1
+    resolved = context._definitions.resolve("app/main.py", text, offset, context._layout)
+    small = MIN_OUTLINED_BUDGET - 1
+    pieces = context.context_for("app/main.py", len, small, text=text, offset=offset)
+    # No outlines: what the definitions alone give in the whole budget.
+    alone, _ = select_definitions(resolved.definitions, len, small)
+    assert sorted(pieces, key=str) == sorted(alone, key=str)
+    # From MIN_OUTLINED_BUDGET on, an outline comes first.
+    roomy = context.context_for("app/main.py", len, MIN_OUTLINED_BUDGET, text=text, offset=offset)
+    assert "from pkg.base import Base" in roomy[0].content
+
+
+def test_outlines_showing_a_definition_are_not_repeated() -> None:
+    outline = ContextPiece(
+        "pkg/core.py",
+        "from pkg.base import Base\nclass Engine(Base):\n    def run(self, x: int): ...\n"
+        "def make_engine(\n    name: str,\n) -> Engine: ...",
+        outlined=True,
+    )
+    # Whatever form the definition takes: its header line, or its signature on one line.
+    for definition in (
+        Definition("pkg/core.py", "Engine", 0, "class Engine(Base): ..."),
+        Definition("pkg/core.py", "make_engine", 90, "def make_engine(name: str) -> Engine: ..."),
+    ):
+        assert _already_shown(definition, [outline])
+    assert not _already_shown(Definition("pkg/core.py", "Base", 0, "class Base: ..."), [outline])
+    other = Definition("pkg/other.py", "Engine", 0, "class Engine(Base): ...")
+    assert not _already_shown(other, [outline])
 
 
 def test_stable_while_typing_in_one_function(context: RepoContext, tmp_path: Path) -> None:
@@ -231,6 +305,14 @@ def test_a_from_import_being_typed_brings_what_the_module_offers(context: RepoCo
     assert by_name["Engine"] == "class Engine(Base):\n    def __init__(self, name): ..."
     relative = definitions_at(context, "from ..pkg.result import ")
     assert (relative[0].path, relative[0].name) == ("pkg/result.py", "Result")
+    # On a line of its own inside the parentheses of one, the same.
+    text = "from pkg.util import (\n    helper,\n    \n)\n" + MAIN
+    offset = text.index("helper,\n    ") + len("helper,\n    ")
+    found = context._definitions.resolve("app/main.py", text, offset, context._layout).definitions
+    assert [(d.name, d.text) for d in found[:2]] == [
+        ("helper", "def helper(a, b=1): ..."),
+        ("NAMES", "NAMES = [ ... ]"),
+    ]
 
 
 def test_names_imported_but_not_used_yet_come_as_headers(context: RepoContext) -> None:
@@ -240,3 +322,19 @@ def test_names_imported_but_not_used_yet_come_as_headers(context: RepoContext) -
     # Used at the cursor, the same names are rendered whole.
     used = {d.name: d.text for d in definitions_at(context, "x = h(1)")}
     assert used["helper"] == 'def helper(a, b=1):\n    """Help a little."""'
+
+
+def test_imports_inside_the_function_resolve(context: RepoContext) -> None:
+    found = names(
+        definitions_at(context, "from pkg.core import make_engine\n        make_engine()")
+    )
+    assert ("pkg/core.py", "make_engine") in found
+
+
+def test_a_line_that_breaks_the_parse_hides_no_import(context: RepoContext) -> None:
+    # Unclosed, this comprehension makes tree-sitter wrap the whole file in one error node.
+    typed = "x = {k: h(k) for k in self.engine if k is "
+    text = MAIN.replace("CURSOR", typed + "\n        if x:\n            return x")
+    offset = text.index(typed) + len(typed)
+    found = context._definitions.resolve("app/main.py", text, offset, context._layout).definitions
+    assert {("pkg/util.py", "helper"), ("pkg/result.py", "Result")} <= set(names(found))
