@@ -171,14 +171,7 @@ class CompletionPipeline:
         seen = self.forward.current(key)
 
         def job(cancel: CancellationToken) -> None:
-            prompt = self.prompt(
-                request.path,
-                request.text,
-                request.offset,
-                workspace=request.workspace,
-                use_context=request.use_context,
-            )
-            prompt_ids = self.engine.encode_prompt(prompt.segments)
+            prompt, prompt_ids = self._encoded(request)
             self.engine.prefill(prompt_ids, cancel)
             if upgrade and not cancel.cancelled:
                 self._upgrade(request, prompt, prompt_ids, seen, cancel)
@@ -277,10 +270,7 @@ class CompletionPipeline:
             prompt, prompt_ids = hit.prompt, list(hit.continuation)
             source = "continuation"
         else:
-            prompt = self.prompt(
-                path, text, offset, workspace=request.workspace, use_context=request.use_context
-            )
-            prompt_ids = self.engine.encode_prompt(prompt.segments)
+            prompt, prompt_ids = self._encoded(request)
             heal = prompt.heal
         cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(max_new_tokens=request.max_tokens, stop_rule=stop_rule(cursor))
@@ -315,15 +305,8 @@ class CompletionPipeline:
         if target_ms is None or target_ms <= COLD_SHARE * (deadline - time.monotonic()) * 1000:
             return None
         for budget in QUICK_BUDGETS:
-            prompt = self.prompt(
-                request.path,
-                request.text,
-                request.offset,
-                workspace=request.workspace,
-                use_context=False,
-                budget=replace(budget, output_tokens=request.max_tokens),
-            )
-            ids = self.engine.encode_prompt(prompt.segments)
+            quota = replace(budget, output_tokens=request.max_tokens)
+            prompt, ids = self._encoded(request, in_file_within=quota)
             small_ms = self.engine.prefill_ms(ids, small_model=True) or 0.0
             if small_ms <= QUICK_SHARE * (deadline - time.monotonic()) * 1000:
                 break
@@ -472,6 +455,22 @@ class CompletionPipeline:
             ),
             small_model=done.source == "small_model",
         )
+
+    def _encoded(
+        self, request: _Request, in_file_within: PromptBudget | None = None
+    ) -> tuple[Prompt, list[int]]:
+        """`request`'s prompt and its token ids (an in-file one within `in_file_within` if
+        given, else the request's own)."""
+        use_context = request.use_context and in_file_within is None
+        prompt = self.prompt(
+            request.path,
+            request.text,
+            request.offset,
+            workspace=request.workspace,
+            use_context=use_context,
+            budget=in_file_within,
+        )
+        return prompt, self.engine.encode_prompt(prompt.segments)
 
     def _admit(
         self, path: Path, text: str, workspace: Path | None, use_context: bool
