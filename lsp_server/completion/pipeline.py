@@ -354,7 +354,10 @@ class CompletionPipeline:
         """What `live` gives the cursor between `before` and `after`: its whole answer when it
         ends (None if the user typed some of it meanwhile: the forward cache holds the rest, or
         if the typing left it); with a deadline, the first whole lines of a block as soon as
-        there is one, or empty at the deadline or when this request is cancelled."""
+        they are worth showing, or empty at the deadline or when this request is cancelled.
+        Lines not worth showing alone (a lone word, an echo of the next line) wait for more
+        lines or the end: an empty answer before the deadline would waste the time left."""
+        refused = ""
         while True:
             typed = live.typed(live.key, before, after)
             if typed is None:
@@ -368,8 +371,11 @@ class CompletionPipeline:
                 return replace(live.result, latency_ms=(time.monotonic() - started) * 1000)
             if deadline is not None:
                 lines = live.early_lines(typed)
-                if lines:
-                    return self._early(live, lines, before, after, started)
+                if lines and lines != refused:
+                    early = self._early(live, lines, before, after, started)
+                    if early is not None:
+                        return early
+                    refused = lines
                 if time.monotonic() >= deadline:
                     return self._empty(live, started, "deadline")
                 if cancel is not None and cancel.cancelled:
@@ -378,15 +384,16 @@ class CompletionPipeline:
 
     def _early(
         self, live: LiveGeneration, lines: str, before: str, after: str, started: float
-    ) -> Completion:
+    ) -> Completion | None:
         """The first whole lines of an unfinished block answer, post-processed at this cursor
-        ("" when they are not worth showing)."""
+        (None when they are not worth showing)."""
         cursor = CursorContext.at(before + after, len(before), live.key)
         shown = postprocess(lines, cursor)
-        text = shown.text if shown is not None else ""
+        if shown is None:
+            return None
         result = GenerationResult([], live.answer(), "first_line", 0, 0)
         latency = (time.monotonic() - started) * 1000
-        return Completion(text, 0, live.prompt, result, latency, "model", pending=live)
+        return Completion(shown.text, 0, live.prompt, result, latency, "model", pending=live)
 
     def _empty(self, live: LiveGeneration, started: float, reason: str) -> Completion:
         """No suggestion (yet) for this request; `reason` says why."""

@@ -4,6 +4,7 @@ cut one, and the generation it interrupted answers the next pause."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -114,6 +115,32 @@ def test_a_deadline_answers_empty_and_the_generation_answers_the_next_pause(
     typed = text + later.text[:3]
     rest = pipeline.complete(path, typed, len(typed), use_context=False, deadline=now + 600)
     assert rest.source == "forward_cache" and later.text[:3] + rest.text == later.text
+
+
+@pytest.mark.slow
+def test_first_lines_not_worth_showing_alone_wait_for_the_next(engine: LocalEngine) -> None:
+    pipeline = CompletionPipeline(engine, warm=False)
+    before = "def double(x):\n    "
+    live = live_at(before)
+
+    def write() -> None:
+        live.push("x\n")  # a lone word on an empty line: not worth showing alone
+        time.sleep(0.3)
+        live.push("    return x + x\n    # done")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    started = time.monotonic()
+    shown = pipeline._await(live, before, "\n", started, started + 600, None)
+    writer.join()
+    assert shown is not None and shown.result.finish_reason == "first_line"
+    assert shown.text == "x\n    return x + x"
+    # At the deadline with nothing worth showing, the answer is empty.
+    alone = live_at(before)
+    alone.push("x\n")
+    started = time.monotonic()
+    empty = pipeline._await(alone, before, "\n", started, started + 0.2, None)
+    assert empty is not None and (empty.text, empty.result.finish_reason) == ("", "deadline")
 
 
 @pytest.fixture(scope="module")
