@@ -105,8 +105,10 @@ class ForwardCache:
             return ForwardHit(
                 rest, prediction.replace_chars, prediction.prompt, None, prediction.small_model
             )
-        if rest or prediction.accepted_ids is None:
-            return None  # only whitespace left, or text no token prefix spells: ask afresh
+        if rest or prediction.accepted_ids is None or prediction.small_model:
+            # Only whitespace left, text no token prefix spells, or the small model's prompt
+            # (short, in-file) that the target would continue from: ask afresh.
+            return None
         accepted = prediction.generated_ids[: prediction.accepted_ids]
         continuation = prediction.prompt_ids + accepted
         return ForwardHit("", 0, prediction.prompt, continuation, prediction.small_model)

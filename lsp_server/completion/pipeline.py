@@ -73,6 +73,17 @@ QUICK_BUDGETS = tuple(
     PromptBudget(repo_tokens=0, prefix_tokens=prefix, suffix_tokens=suffix)
     for prefix, suffix in ((384, 64), (192, 32), (96, 16))
 )
+# Typing along the small model's suggestion is answered by the target instead once it would
+# read the prompt within this share of the time left (the warm-up has caught up): its answer
+# replaces a guess made from a short in-file prompt, which could otherwise answer every pause
+# until the user leaves it.
+TAKEOVER_SHARE = 0.5
+
+
+def _within(ms: float | None, share: float, deadline: float) -> bool:
+    """Whether `ms` (an estimate, None: unknown) fits in `share` of the time left before
+    `deadline`."""
+    return ms is not None and ms <= share * (deadline - time.monotonic()) * 1000
 
 
 @dataclass(frozen=True)
@@ -130,24 +141,38 @@ class CompletionPipeline:
         workspace: Path | None = None,
         use_context: bool = True,
         max_tokens: int = 64,
+        deadline: float | None = None,
     ) -> Completion | None:
         """The rest of the last suggestion for `path` when the user typed its beginning since
-        (no model call, the prompt warmed in the background), else None."""
+        (no model call, the prompt warmed in the background), else None; with a `deadline`,
+        also None for the small model's suggestion once the target is in time for it."""
         text = tokenizable(text)
-        return self._forward_answer(
-            _Request(path, text, offset, workspace, use_context, max_tokens)
-        )[1]
+        request = _Request(path, text, offset, workspace, use_context, max_tokens)
+        return self._forward_answer(request, deadline)[1]
 
-    def _forward_answer(self, request: _Request) -> tuple[ForwardHit | None, Completion | None]:
+    def _forward_answer(
+        self, request: _Request, deadline: float | None
+    ) -> tuple[ForwardHit | None, Completion | None]:
         """The forward cache's view of this cursor, and its answer if it has one (then the
         prompt is warmed in the background, and the target's answer written where the
-        suggestion is the small model's)."""
+        suggestion is the small model's). No answer from the small model's suggestion when
+        the target would read the prompt within TAKEOVER_SHARE of the time left: it answers."""
         started = time.monotonic()
         hit = self.forward.lookup(str(request.path), request.text, request.offset)
         cached = _cached_answer(hit, started)
-        if hit is not None and cached is not None:
-            self._warm_later(request, upgrade=hit.small_model)
+        if hit is None or cached is None:
+            return hit, None
+        if hit.small_model and self._target_in_time(request, deadline, TAKEOVER_SHARE):
+            return hit, None
+        self._warm_later(request, upgrade=hit.small_model)
         return hit, cached
+
+    def _target_in_time(self, request: _Request, deadline: float | None, share: float) -> bool:
+        """Whether the target would read `request`'s prompt within `share` of the time left
+        before `deadline` (False without a deadline or an estimate)."""
+        if deadline is None:
+            return False
+        return _within(self.engine.prefill_ms(self._encoded(request)[1]), share, deadline)
 
     def warm_file(self, path: Path, text: str, workspace: Path) -> None:
         """Prefill, in the background, what every prompt in this file starts with: the
@@ -232,7 +257,7 @@ class CompletionPipeline:
         text = tokenizable(text)
         key, before, after = str(path), text[:offset], text[offset:]
         request = _Request(path, text, offset, workspace, use_context, max_tokens)
-        hit, cached = self._forward_answer(request)
+        hit, cached = self._forward_answer(request, deadline)
         if cached is not None:
             return cached
         live = self._live
@@ -240,7 +265,7 @@ class CompletionPipeline:
             done = self._await(live, before, after, started, deadline, cancel)
             if done is not None:
                 return done
-            hit, cached = self._forward_answer(request)
+            hit, cached = self._forward_answer(request, deadline)
             if cached is not None:
                 return cached
         live = self._start(request, hit, cancel if deadline is None else None, deadline)
@@ -302,13 +327,13 @@ class CompletionPipeline:
         if deadline is None or self.engine.prefill_ms(prompt_ids, small_model=True) is None:
             return None
         target_ms = self.engine.prefill_ms(prompt_ids)
-        if target_ms is None or target_ms <= COLD_SHARE * (deadline - time.monotonic()) * 1000:
+        if target_ms is None or _within(target_ms, COLD_SHARE, deadline):
             return None
         for budget in QUICK_BUDGETS:
             quota = replace(budget, output_tokens=request.max_tokens)
             prompt, ids = self._encoded(request, in_file_within=quota)
             small_ms = self.engine.prefill_ms(ids, small_model=True) or 0.0
-            if small_ms <= QUICK_SHARE * (deadline - time.monotonic()) * 1000:
+            if _within(small_ms, QUICK_SHARE, deadline):
                 break
         logger.info(
             "cold prompt (target ~%.0f ms to read): the small model answers from %d tokens "

@@ -132,6 +132,7 @@ async def suggest(
         workspace=folder,
         use_context=options.use_context and folder is not None,
         max_tokens=options.max_tokens,
+        deadline=deadline,
     )
     if done is None:
         try:

@@ -52,6 +52,9 @@ def test_typing_all_of_it_continues_from_prompt_and_accepted_tokens() -> None:
     # Without a token prefix that spells the suggestion, a fresh prompt is needed.
     cache.remember("m.py", prediction(accepted=None))
     assert cache.lookup("m.py", BEFORE + "a + b" + AFTER, len(BEFORE) + 5) is None
+    # Nor is the small model's short prompt one for the target to continue from.
+    cache.remember("m.py", replace(prediction(accepted=2), small_model=True))
+    assert cache.lookup("m.py", BEFORE + "a + b" + AFTER, len(BEFORE) + 5) is None
 
 
 def test_a_replacement_waits_for_no_newer_suggestion() -> None:

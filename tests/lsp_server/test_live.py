@@ -186,6 +186,38 @@ def test_a_cold_prompt_is_answered_by_the_small_model_then_the_target_takes_over
 
 
 @pytest.mark.slow
+def test_typing_along_the_small_models_suggestion_goes_to_the_target_once_it_is_warm(
+    target_and_small: LocalEngine, tmp_path: Path
+) -> None:
+    engine = target_and_small
+    pipeline = CompletionPipeline(engine, warm=False)  # no upgrade: the guess stays
+    path = tmp_path / "circles.py"
+    text = "import math\n\n\ndef circumference(radius):\n    return "
+    path.write_text(text)
+    engine.prefill_rate.ms_per_token = 1000.0  # the target: cold
+    pipeline.complete(path, text, len(text), use_context=False, deadline=time.monotonic() + 5)
+    pipeline.wait_idle()
+    guess = pipeline.forward.current(str(path))
+    assert guess is not None and guess.small_model and len(guess.text) > 1
+    typed = text + guess.text[:1]
+    deadline = time.monotonic() + 5  # the target would read what it lacks in over 5 s
+    # While the target is cold, typing along the guess is answered from it.
+    along = pipeline.predicted(path, typed, len(typed), use_context=False, deadline=deadline)
+    assert along is not None and along.text == guess.text[1:]
+    # Once the target would read the prompt in time, it answers instead.
+    engine.prefill_rate.ms_per_token = 1.0
+    assert pipeline.predicted(path, typed, len(typed), use_context=False, deadline=deadline) is None
+    later = time.monotonic() + 60
+    target = pipeline.complete(path, typed, len(typed), use_context=False, deadline=later)
+    full = pipeline.prompt(path, typed, len(typed), use_context=False)
+    assert target.source == "model"
+    assert target.result.prompt_tokens == len(engine.encode_prompt(full.segments))
+    # Without a deadline (the CLI) the forward cache answers as before.
+    pipeline.forward.remember(str(path), guess)
+    assert pipeline.predicted(path, typed, len(typed), use_context=False) is not None
+
+
+@pytest.mark.slow
 def test_the_small_models_prompt_is_cut_to_what_it_reads_in_time(
     target_and_small: LocalEngine, tmp_path: Path
 ) -> None:
