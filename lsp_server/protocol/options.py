@@ -60,6 +60,9 @@ class ServerOptions:
     # SantaCoder FIM holes with no time limit, Python unchanged, Java and JavaScript 4-12
     # points lower). Raise it where prefill is cheap (a GPU, a team server).
     suffix_budget: Annotated[int, Bounds(0, 1024)] = 48
+    # Tokens of the text before the cursor. Read whole whenever the window before the cursor
+    # moves (a file opened, a jump, the window stepping forward as lines are typed).
+    prefix_budget: Annotated[int, Bounds(64, 1984)] = 1024  # within the 4,096-token window
     use_context: bool = True
     # The line being typed leads the FIM middle (context/prompt.py); false: Qwen's PSM order.
     typed_line_leads: bool = True
@@ -78,6 +81,7 @@ class ServerOptions:
         """The prompt's token quotas these settings ask for."""
         return PromptBudget(
             repo_tokens=self.context_budget,
+            prefix_tokens=self.prefix_budget,
             suffix_tokens=self.suffix_budget,
             output_tokens=self.max_tokens,
         )

@@ -17,6 +17,7 @@ export const SERVER_KEYS: Readonly<Record<string, string>> = {
   debounceMs: 'debounceMs',
   maxLatencyMs: 'maxLatencyMs',
   contextBudget: 'contextBudget',
+  prefixBudget: 'prefixBudget',
   suffixBudget: 'suffixBudget',
   useContext: 'useContext',
   typedLineLeads: 'typedLineLeads',
