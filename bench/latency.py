@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import percentile
+from bench.llama import llama_generate, load_llama
 from bench.sources import line_starts, module_path, round_robin
 from bench.speculative import MODELS
 from context.prompt import PromptLayout
@@ -53,7 +54,7 @@ from lsp_server.completion.pipeline import CompletionPipeline, after_heal
 from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
 from runtime import models
 from runtime.engine import EngineOptions, LocalEngine
-from runtime.generate import GenerationConfig, TextStream
+from runtime.generate import GenerationConfig
 
 logger = logging.getLogger("bench.latency")
 
@@ -139,16 +140,7 @@ class LlamaSide:
     """llama-cpp-python on the same GGUF, fed our prompts as token ids."""
 
     def __init__(self, gguf: Path, pipeline: CompletionPipeline, threads: int) -> None:
-        from llama_cpp import Llama
-
-        self.llm = Llama(
-            model_path=str(gguf),
-            n_ctx=4096,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=512,
-            verbose=False,
-        )
+        self.llm = load_llama(gguf, threads)
         self.pipeline = pipeline
         self.tokenizer = pipeline.engine.tokenizer  # type: ignore[attr-defined]
 
@@ -158,26 +150,13 @@ class LlamaSide:
         buffer, offset = line.buffer(typed)
         prompt = self.pipeline.prompt(line.path, buffer, offset, use_context=False)
         ids = self.pipeline.engine.encode_prompt(prompt.segments)
-        cached = list(self.llm.input_ids[: self.llm.n_tokens])
-        reused = next(
-            (index for index, (a, b) in enumerate(zip(cached, ids, strict=False)) if a != b),
-            min(len(cached), len(ids)),
-        )
         cursor = CursorContext.at(buffer, offset, str(line.path))
         config = GenerationConfig(max_new_tokens=max_tokens, stop_rule=stop_rule(cursor))
-        stream = TextStream(self.tokenizer, config, None)
-        reason = "length"
-        for token in self.llm.generate(ids, temp=0.0, repeat_penalty=1.0):
-            stop = stream.push(int(token))
-            if stop:
-                reason = stop
-                break
-            if len(stream.token_ids) >= max_tokens:
-                break
-        shown = postprocess(after_heal(stream.finish(reason), prompt.heal), cursor)
+        run = llama_generate(self.llm, self.tokenizer, ids, config)
+        shown = postprocess(after_heal(run.stream.text, prompt.heal), cursor)
         latency = (time.perf_counter() - started) * 1000
         text = shown.text if shown is not None else ""
-        return Sample("llama.cpp", 0, typed, latency, text, "model", len(ids), reused)
+        return Sample("llama.cpp", 0, typed, latency, text, "model", len(ids), run.reused)
 
 
 def ours_complete(

@@ -84,6 +84,7 @@ from pygls.lsp.client import LanguageClient
 
 from bench.context import percentile
 from bench.latency import LlamaSide
+from bench.llama import llama_generate
 from bench.sources import line_starts
 from context.files import FileRules
 from context.workspaces import Workspaces
@@ -97,7 +98,6 @@ from runtime.generate import (
     CancellationToken,
     GenerationConfig,
     GenerationResult,
-    TextStream,
 )
 from runtime.tokenizer import QwenTokenizer
 
@@ -957,32 +957,19 @@ class LlamaDriver(PromptSide):
         path = self.workspace / relative
         prompt = self.pipeline.prompt(path, text, offset, workspace=self.workspace)
         ids = self.pipeline.engine.encode_prompt(prompt.segments)
-        llm = self.side.llm
         started = time.perf_counter()
-        reused = common_prefix(list(llm.input_ids[: llm.n_tokens]), ids)
         cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(max_new_tokens=self.max_tokens, stop_rule=stop_rule(cursor))
-        stream = TextStream(self.side.tokenizer, config, None)
-        reason, first_token, capped = "length", 0.0, False
-        for token in llm.generate(ids, temp=0.0, repeat_penalty=1.0):
-            now = time.perf_counter()
-            first_token = first_token or now
-            stop = stream.push(int(token))
-            if stop:
-                reason = stop
-                break
-            if len(stream.token_ids) >= self.max_tokens:
-                break
-            if "\n" in stream.text and (now - first_token) * 1000 > LLAMA_T_MAX_PREDICT_MS:
-                capped = True  # llama-server's t_max_predict_ms
-                break
-        shown = postprocess(after_heal(stream.finish(reason), prompt.heal), cursor)
+        run = llama_generate(
+            self.side.llm, self.side.tokenizer, ids, config, LLAMA_T_MAX_PREDICT_MS
+        )
+        shown = postprocess(after_heal(run.stream.text, prompt.heal), cursor)
         latency = (time.perf_counter() - started) * 1000
         extra = {
             "prompt_tokens": len(ids),
-            "cached_tokens": reused,
-            "generated_tokens": len(stream.token_ids),
-            "capped": capped,
+            "cached_tokens": run.reused,
+            "generated_tokens": len(run.stream.token_ids),
+            "capped": run.capped,
         }
         return Answer(shown.text if shown is not None else "", latency, extra=extra)
 

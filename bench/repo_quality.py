@@ -2,7 +2,7 @@
 
     python -m bench.repo_quality [--packages httpx,click,git,pygls,cattrs,starlette]
         [--holes 150] [--variants in-file,repo,defs,defs-512] [--model NAME] [--limit N]
-        [--prompts-only]
+        [--prompts-only] [--engine ours|llama]
 
 Holes are punched in real multi-file packages we did not write (installed ones, copied into a
 scratch workspace each): a line is cut from a name to its end. Cross-file holes cut at a name
@@ -22,7 +22,9 @@ Reported per variant: exact match of the first line (whitespace at the ends igno
 similarity (difflib ratio) on cross-file and in-file holes; for cross-file holes, recall of the
 defining file (a file defining the name is among the prompt's files) and of the definition (its
 `def`/`class`/assignment is in the repository part of the prompt); mean prompt tokens and the
-ratio to the in-file prompt's; median cold latency. `--prompts-only` builds the same prompts
+ratio to the in-file prompt's; median cold latency. `--engine llama` runs the same prompts,
+stop rules and post-processing on llama-cpp-python with the same GGUF (`bench.llama`; the
+`bench` extra), its cache emptied before every request. `--prompts-only` builds the same prompts
 with the model's tokenizer and no model (a minute or two on 2 cores for three variants, not an
 hour): recalls and tokens only.
 """
@@ -44,6 +46,7 @@ from pathlib import Path
 
 import tree_sitter
 
+from bench.llama import LlamaEngine
 from bench.replay import PromptEngine
 from bench.sources import module_path, round_robin
 from context import parsing
@@ -52,6 +55,7 @@ from context.index import WorkspaceIndex
 from context.prompt import ContextPiece, Prompt, PromptBudget, PromptLayout, TokenCounter
 from context.repo import RepoContext
 from lsp_server.completion.pipeline import Completion, CompletionPipeline
+from runtime import models
 from runtime.client import load_tokenizer
 from runtime.engine import Engine, EngineOptions, LocalEngine
 
@@ -444,6 +448,16 @@ def collect(packages: list[str], scratch: Path, holes: int) -> list[Hole]:
     return round_robin(cross, wanted_cross) + round_robin(local, holes - wanted_cross)
 
 
+def _engine(model: str, engine: str, prompts_only: bool) -> Engine:
+    """The engine completing the holes, every request cold whatever ran before it."""
+    if prompts_only:
+        return PromptEngine(load_tokenizer(model))
+    if engine == "llama":
+        gguf = models.assemble(model, progress=False)
+        return LlamaEngine(gguf, load_tokenizer(model), threads=2, cold=True)
+    return LocalEngine.load(EngineOptions(model=model, cache_bytes=0), progress=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every hole under every variant and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -457,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="build the prompts without a model: recalls and tokens only",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("ours", "llama"),
+        default="ours",
+        help="llama: llama-cpp-python on the same GGUF, given the same prompts (the bench extra)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     variants = args.variants.split(",")
@@ -469,13 +489,11 @@ def main(argv: list[str] | None = None) -> int:
             holes[: args.limit // 2]
             + [h for h in holes if h.kind == "in-file"][: args.limit - args.limit // 2]
         )
-    engine: Engine = (
-        PromptEngine(load_tokenizer(args.model))
-        if args.prompts_only
-        # cache_bytes=0: every request starts cold, whatever ran before it.
-        else LocalEngine.load(EngineOptions(model=args.model, cache_bytes=0), progress=False)
+    pipeline = CompletionPipeline(
+        _engine(args.model, args.engine, args.prompts_only),
+        warm=False,
+        layout=PromptLayout.for_model(args.model),
     )
-    pipeline = CompletionPipeline(engine, warm=False, layout=PromptLayout.for_model(args.model))
     repos = {name: open_workspace(pipeline, scratch / name) for name in packages}
     outcomes: list[Outcome] = []
     run = prompt_hole if args.prompts_only else run_hole
@@ -489,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(scratch, ignore_errors=True)
 
     kinds = {kind: sum(h.kind == kind for h in holes) for kind in ("cross-file", "in-file")}
-    print(f"model {args.model}, {len(holes)} holes ({kinds}) in {args.packages}")
+    engine = "llama.cpp (the same GGUF)" if args.engine == "llama" else "ours"
+    print(f"model {args.model} on {engine}, {len(holes)} holes ({kinds}) in {args.packages}")
     print("\n".join(report(outcomes, variants, generated=not args.prompts_only)))
     return 0
 
