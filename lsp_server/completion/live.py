@@ -12,6 +12,7 @@ starting another; any other request cancels it (one engine, one generation at a 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from context.prompt import Prompt
@@ -75,6 +76,20 @@ def complete_lines(text: str) -> str:
     return text[:end]
 
 
+def first_lines_only(rule: Callable[[str], int | None]) -> Callable[[str], int | None]:
+    """`rule` (a stop rule: where to cut generated text, None: go on) that also ends at the
+    first whole, balanced lines (`complete_lines`)."""
+
+    def stop(text: str) -> int | None:
+        end = rule(text)
+        if end is not None:
+            return end
+        lines = complete_lines(text)
+        return len(lines) if lines else None
+
+    return stop
+
+
 @dataclass
 class LiveGeneration:
     """One generation in the background: the buffer it was asked for, its text so far (pushed
@@ -89,6 +104,7 @@ class LiveGeneration:
     # What else decided the prompt and the answer (settings, workspace): a request made under
     # other ones never takes this generation's answer.
     settings: tuple[object, ...] = ()
+    source: str = "model"  # what writes it (`Completion.source`)
     cancel: CancellationToken = field(default_factory=CancellationToken)
     raw: str = ""  # generated text so far
     finished: bool = False

@@ -19,7 +19,7 @@ from lsp_server.completion.forward_cache import (
     Prediction,
     accepted_token_count,
 )
-from lsp_server.completion.live import Completion, LiveGeneration, after_heal
+from lsp_server.completion.live import Completion, LiveGeneration, after_heal, first_lines_only
 from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
 from lsp_server.completion.warmup import CacheWarmer
 from runtime.engine import Engine
@@ -302,13 +302,15 @@ class CompletionPipeline:
         quick = self._quick(request, prompt_ids, deadline) if source == "model" else None
         if quick is not None:
             # The target would not read this prompt in time: the small model answers from a
-            # short in-file prompt; the target reads the whole one after it (`_generate`).
+            # short in-file prompt, its first whole lines only (the engine is the warm-up's
+            # sooner); the target reads the whole prompt after it (`_generate`).
             prompt, prompt_ids, heal = quick.prompt, quick.ids, quick.prompt.heal
-            config = replace(config, small_model=True)
+            rule = first_lines_only(stop_rule(cursor))
+            config = replace(config, small_model=True, stop_rule=rule)
             source = "small_model"
-        live = LiveGeneration(
-            str(path), text[:offset], text[offset:], heal, cursor, prompt, self._settings(request)
-        )
+        before, after = text[:offset], text[offset:]
+        settings = self._settings(request)
+        live = LiveGeneration(str(path), before, after, heal, cursor, prompt, settings, source)
         if cancel is not None:
             live.cancel = cancel
         with self._live_lock:
@@ -418,7 +420,7 @@ class CompletionPipeline:
             return None
         result = GenerationResult([], live.answer(), "first_line", 0, 0)
         latency = (time.monotonic() - started) * 1000
-        return Completion(shown.text, 0, live.prompt, result, latency, "model", pending=live)
+        return Completion(shown.text, 0, live.prompt, result, latency, live.source, pending=live)
 
     def _empty(self, live: LiveGeneration, started: float, reason: str) -> Completion:
         """No suggestion (yet) for this request; `reason` says why."""

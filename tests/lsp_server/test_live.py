@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from context.prompt import Prompt, PromptBudget
-from lsp_server.completion.live import LiveGeneration, complete_lines
+from lsp_server.completion.live import LiveGeneration, complete_lines, first_lines_only
 from lsp_server.completion.pipeline import QUICK_BUDGETS, CompletionPipeline
 from lsp_server.completion.postprocess import CursorContext
 from runtime.engine import EngineOptions, LocalEngine
@@ -33,6 +33,15 @@ PROMPT = Prompt([("x", False)], ["m.py"], 1, "x", "")
 )
 def test_complete_lines_end_at_a_balanced_line_break(text: str, lines: str) -> None:
     assert complete_lines(text) == lines
+
+
+def test_first_lines_only_ends_where_the_first_whole_lines_do() -> None:
+    never = first_lines_only(lambda text: None)
+    assert never("        total = 0") is None  # the line is still being written
+    assert never("\n        total = 0\n") == len("\n        total = 0")
+    assert never("        x = f(a,\n      b") is None  # an open bracket goes on
+    end_of_line = first_lines_only(lambda text: 3)
+    assert end_of_line("abc\ndef\n") == 3  # the rule's own end comes first
 
 
 def live_at(before: str, after: str = "\n") -> LiveGeneration:
@@ -215,6 +224,27 @@ def test_typing_along_the_small_models_suggestion_goes_to_the_target_once_it_is_
     # Without a deadline (the CLI) the forward cache answers as before.
     pipeline.forward.remember(str(path), guess)
     assert pipeline.predicted(path, typed, len(typed), use_context=False) is not None
+
+
+@pytest.mark.slow
+def test_the_small_model_writes_a_blocks_first_line_only(
+    target_and_small: LocalEngine, tmp_path: Path
+) -> None:
+    engine = target_and_small
+    pipeline = CompletionPipeline(engine, warm=False)
+    path = tmp_path / "report.py"
+    text = (
+        "def report(values):\n"
+        '    """Print the count, sum, mean, min and max of `values`, one line each."""\n'
+    )
+    path.write_text(text)
+    engine.prefill_rate.ms_per_token = 1000.0  # the target: cold
+    deadline = time.monotonic() + 5
+    quick = pipeline.complete(path, text, len(text), use_context=False, deadline=deadline)
+    pipeline.wait_idle()
+    guess = pipeline.forward.current(str(path))
+    assert quick.source == "small_model" and guess is not None and guess.small_model
+    assert guess.text.strip() and "\n" not in guess.text.strip("\n")
 
 
 @pytest.mark.slow
