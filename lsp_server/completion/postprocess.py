@@ -277,6 +277,27 @@ def _imbalance(line: str, comment: str | None) -> int:
     return len(opened) + sum(1 for _, opener in closes if opener < 0)
 
 
+# Lines above the cursor's searched for brackets a multi-line construct left open.
+PENDING_LINES = 12
+
+
+def _pending_closers(context: CursorContext) -> str:
+    """Closers of the brackets opened on the lines above the cursor's (up to PENDING_LINES)
+    and still open at the cursor: the rest of a multi-line construct the user has yet to type
+    (`if (` above `    name := |` gives `)`); "" when none."""
+    comment = _comment_marker(context)
+    lines = context.above.split("\n")[-PENDING_LINES - 1 : -1]
+    pending: list[str] = []
+    for line in [*lines, context.line_prefix]:
+        opened, closes = _scan_brackets(line, comment)
+        for _, opener in closes:
+            if opener < 0 and pending:
+                pending.pop()
+        if line is not context.line_prefix:
+            pending += [line[index] for index in opened if line[index] in OPENERS]
+    return "".join(CLOSERS[OPENERS.index(opener)] for opener in reversed(pending))
+
+
 def _closer_run(suffix: str) -> str:
     """The closing brackets and quotes right after the cursor (what editors auto-insert)."""
     run = re.match(r"[)\]}\"'`]*", suffix)
@@ -514,12 +535,29 @@ def keep_valid_syntax(suggestion: Suggestion, context: CursorContext) -> Suggest
     `_syntax_candidates`), longest first, each checked by `SyntaxCheck`. The file as it is now
     sets the limit, and among candidates within it the one with the fewest errors wins, the
     longest on a tie: the hole's own error (`total = sum(|` already is one) must not let a
-    broken tail through (`xs))` keeps `xs)`). Files without a grammar are not checked.
+    broken tail through (`xs))` keeps `xs)`). When no candidate passes and the cursor is inside
+    a multi-line construct the user is still typing (`if (` above `    name := |`), they are
+    judged again with the construct's brackets closed, the file before them too. Files without
+    a grammar are not checked.
     """
     check = SyntaxCheck.of(context)
     if check is None:
         return suggestion
-    allowed = check.current_errors
+    best = _least_errors(suggestion, context, check, "")
+    pending = _pending_closers(context) if "\n" not in suggestion.text else ""
+    if best is None and pending:
+        best = _least_errors(suggestion, context, check, pending)
+    return best if best is not None else _with(suggestion, "", 0)
+
+
+def _least_errors(
+    suggestion: Suggestion, context: CursorContext, check: SyntaxCheck, pending: str
+) -> Suggestion | None:
+    """The candidate of `keep_valid_syntax` adding the fewest errors (none more than the file
+    has now), each judged with `pending` typed after it; None when none passes."""
+    allowed = check.errors_with(pending, 0) if pending else check.current_errors
+    if allowed is None:
+        return None
     best: Suggestion | None = None
     fewest = allowed
     for index, candidate in enumerate(_syntax_candidates(suggestion.text)):
@@ -528,14 +566,14 @@ def keep_valid_syntax(suggestion: Suggestion, context: CursorContext) -> Suggest
             if index == 0
             else _consume_closers(candidate, context)
         )
-        errors = check.errors_with(text, replace)
+        errors = check.errors_with(text + pending, replace)
         if errors is None:
             continue
         if errors <= allowed and (best is None or errors < fewest):
             best, fewest = _with(suggestion, text, replace), errors
             if errors == 0:
                 break
-    return best if best is not None else _with(suggestion, "", 0)
+    return best
 
 
 def _syntax_errors(root: tree_sitter.Node) -> int:
