@@ -288,12 +288,12 @@ def _pending_closers(context: CursorContext) -> str:
     comment = _comment_marker(context)
     lines = context.above.split("\n")[-PENDING_LINES - 1 : -1]
     pending: list[str] = []
-    for line in [*lines, context.line_prefix]:
+    for number, line in enumerate([*lines, context.line_prefix]):
         opened, closes = _scan_brackets(line, comment)
         for _, opener in closes:
             if opener < 0 and pending:
                 pending.pop()
-        if line is not context.line_prefix:
+        if number < len(lines):  # the cursor's own line closes, it opens nothing pending
             pending += [line[index] for index in opened if line[index] in OPENERS]
     return "".join(CLOSERS[OPENERS.index(opener)] for opener in reversed(pending))
 
