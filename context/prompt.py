@@ -64,6 +64,9 @@ HEADER_TOKENS = 64
 # A cursor line longer than this (minified code, data) stays at the end of the prefix: leading
 # the middle with it would make the model continue a line it was never shown the start of.
 MAX_LEAD_TOKENS = 256
+# A prompt built on an earlier one of the same file (`Held`) keeps that one's prefix start while
+# its prefix holds up to this many times the prefix quota.
+HELD_PREFIX_FACTOR = 2
 # A line may lead as it is after these; after a word these are healed (see above).
 LEADING_LINE_ENDINGS = ("=",)
 HEALED_AFTER_A_WORD = frozenset("([.")
@@ -96,6 +99,12 @@ class PromptBudget:
                 f"window of {self.window_tokens} tokens cannot hold prefix + suffix + output "
                 f"+ {HEADER_TOKENS} ({needed})"
             )
+
+    @property
+    def held_prefix_tokens(self) -> int:
+        """The most a prefix kept from an earlier prompt (`Held`) may hold."""
+        room = self.window_tokens - self.output_tokens - self.suffix_tokens - HEADER_TOKENS
+        return min(HELD_PREFIX_FACTOR * self.prefix_tokens, room)
 
 
 @dataclass(frozen=True)
@@ -155,11 +164,40 @@ class Prompt:
     suffix: str
     lead: str = ""
     heal: str = ""
+    pieces: tuple[ContextPiece, ...] = ()  # the repository pieces it holds, in order
+    prefix_start: int = 0  # where `prefix` starts in the buffer (a character offset)
 
     @property
     def text(self) -> str:
         """The prompt as one string (what --show-prompt prints)."""
         return "".join(text for text, _ in self.segments)
+
+    def held(self) -> Held:
+        """What this prompt was built on, for a later prompt of the same file to keep."""
+        return Held(self.prefix_start, self.prefix.split("\n", 1)[0], self.pieces)
+
+
+@dataclass(frozen=True)
+class Held:
+    """What an earlier prompt of a file was built on: where its prefix started (a character
+    offset and the text of that line) and the repository pieces it held. A prompt built on it
+    (`build_prompt` given those pieces and `prefix_start`) shares that prompt's tokens up to
+    what changed since, which the engine's cache may hold while a prompt chosen afresh (the
+    window moved on, a definition appended to the repository part) is read again from where
+    it differs."""
+
+    prefix_start: int
+    first_line: str
+    pieces: tuple[ContextPiece, ...]
+
+    def start_in(self, text: str, offset: int) -> int | None:
+        """The held prefix start in `text` with the cursor at `offset`, or None when the line
+        there changed, or the cursor is above it."""
+        start = self.prefix_start
+        at_line_start = start == 0 or text[start - 1 : start] == "\n"
+        if start > offset or not at_line_start or not text.startswith(self.first_line, start):
+            return None
+        return start
 
 
 def select_context(
@@ -216,32 +254,51 @@ def _tail_within(text: str, count: TokenCounter, budget: int) -> str:
 
 
 def fim_window(
-    text: str, offset: int, count: TokenCounter, budget: PromptBudget
+    text: str,
+    offset: int,
+    count: TokenCounter,
+    budget: PromptBudget,
+    prefix_start: int | None = None,
 ) -> tuple[str, str]:
-    """The prefix and suffix around character `offset`, each within its token quota."""
+    """The prefix and suffix around character `offset`, each within its token quota; with
+    `prefix_start` (a line start), the prefix starts there while it holds at most
+    `budget.held_prefix_tokens`."""
     before, after = text[:offset], text[offset:]
+    suffix = _suffix_within(after, count, budget.suffix_tokens)
+    if prefix_start is not None and count(before[prefix_start:]) <= budget.held_prefix_tokens:
+        return before[prefix_start:], suffix
+    return _prefix_within(before, count, budget.prefix_tokens), suffix
+
+
+def _prefix_within(before: str, count: TokenCounter, budget: int) -> str:
+    """The end of `before` the prefix window keeps within `budget` tokens."""
     *lines, cursor_line = before.split("\n")
     lines = [line + "\n" for line in lines]
-    start = _window_start(lines, cursor_line, count, budget.prefix_tokens)
+    start = _window_start(lines, cursor_line, count, budget)
     prefix = "".join(lines[start:]) + cursor_line
+    # Line-by-line counts can differ from the joined text's by a merge across a line end:
+    # check the real total and drop whole strides until it fits.
+    while count(prefix) > budget and start < len(lines):
+        start += LINE_STRIDE
+        prefix = "".join(lines[start:]) + cursor_line
+    if count(prefix) > budget:
+        # One cursor line longer than the whole quota: keep its end.
+        prefix = _tail_within(prefix, count, budget)
+    return prefix
+
+
+def _suffix_within(after: str, count: TokenCounter, budget: int) -> str:
+    """The whole lines at the start of `after` that fit `budget` tokens."""
     suffix_lines = after.splitlines(keepends=True)
     kept, used = 0, 0
-    while kept < len(suffix_lines) and used + count(suffix_lines[kept]) <= budget.suffix_tokens:
+    while kept < len(suffix_lines) and used + count(suffix_lines[kept]) <= budget:
         used += count(suffix_lines[kept])
         kept += 1
     suffix = "".join(suffix_lines[:kept])
-    # Line-by-line counts can differ from the joined text's by a merge across a line end:
-    # check the real totals and drop whole strides / lines until both parts fit.
-    while count(prefix) > budget.prefix_tokens and start < len(lines):
-        start += LINE_STRIDE
-        prefix = "".join(lines[start:]) + cursor_line
-    while count(suffix) > budget.suffix_tokens and kept > 0:
+    while count(suffix) > budget and kept > 0:  # a merge across a line end (see above)
         kept -= 1
         suffix = "".join(suffix_lines[:kept])
-    if count(prefix) > budget.prefix_tokens:
-        # One cursor line longer than the whole quota: keep its end.
-        prefix = _tail_within(prefix, count, budget.prefix_tokens)
-    return prefix, suffix
+    return suffix
 
 
 def cursor_line_lead(text: str, offset: int, prefix: str, count: TokenCounter) -> tuple[str, str]:
@@ -273,6 +330,7 @@ def build_prompt(
     repo_name: str | None = None,
     context: Sequence[ContextPiece] = (),
     layout: PromptLayout | None = None,
+    prefix_start: int | None = None,
 ) -> Prompt:
     """The FIM prompt for a cursor at character `offset` of `text`.
 
@@ -280,11 +338,13 @@ def build_prompt(
     `context` pieces in the given order before the current file (chosen within
     `budget.repo_tokens` by `select_context`); a piece that would push the prompt plus reserved
     output past `budget.window_tokens` is left out. `layout` places the typed line and the
-    suffix (default: PromptLayout()).
+    suffix (default: PromptLayout()). `prefix_start` keeps an earlier prompt's prefix start
+    (`Held.start_in`; see `fim_window`).
     """
     budget = budget or PromptBudget()
     layout = layout or PromptLayout()
-    prefix, suffix = fim_window(text, offset, count, budget)
+    prefix, suffix = fim_window(text, offset, count, budget, prefix_start)
+    start = offset - len(prefix)
     lead, heal = ("", "")
     if layout.typed_line_leads:
         lead, heal = cursor_line_lead(text, offset, prefix, count)
@@ -302,14 +362,14 @@ def build_prompt(
     tokens = count(above) + count(lead) + count(fim_suffix) + 3
     if repo_name is None:
         logger.debug("in-file prompt: %d tokens", tokens)
-        return Prompt(fim, [current_path], tokens, prefix, suffix, lead, heal)
+        return Prompt(fim, [current_path], tokens, prefix, suffix, lead, heal, (), start)
 
     header: Segments = [("<|repo_name|>", True), (f"{repo_name}\n", False)]
     current: Segments = [("<|file_sep|>", True), (f"{current_path}\n", False)]
     tokens += 2 + count(f"{repo_name}\n") + count(f"{current_path}\n")
     room = budget.window_tokens - budget.output_tokens - tokens
     pieces: Segments = []
-    files: list[str] = []
+    kept: list[ContextPiece] = []
     for piece in context:
         cost = count(piece.text()) + 1
         if cost > room:
@@ -317,8 +377,10 @@ def build_prompt(
         room -= cost
         tokens += cost
         pieces += [("<|file_sep|>", True), (piece.text(), False)]
-        files.append(piece.path)
+        kept.append(piece)
+    files = [piece.path for piece in kept]
     logger.debug("repo prompt: %d tokens, %d context files", tokens, len(files))
+    segments = header + pieces + current + fim
     return Prompt(
-        header + pieces + current + fim, [*files, current_path], tokens, prefix, suffix, lead, heal
+        segments, [*files, current_path], tokens, prefix, suffix, lead, heal, tuple(kept), start
     )

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from context.prompt import Prompt, PromptBudget, PromptLayout, build_prompt
+from context.prompt import Held, Prompt, PromptBudget, PromptLayout, build_prompt
 from context.redaction import redact_around
 from context.workspaces import AdmissionRefused, SourceFile, Workspaces
 from lsp_server.completion.forward_cache import (
@@ -73,6 +74,11 @@ QUICK_BUDGETS = tuple(
     PromptBudget(repo_tokens=0, prefix_tokens=prefix, suffix_tokens=suffix)
     for prefix, suffix in ((384, 64), (192, 32), (96, 16))
 )
+# Before that, the target answers from the window and repository part of the file's last prompt
+# it read (`context.prompt.Held`) when it would read that one in time: the window moved on or a
+# definition was appended since, and the prompt chosen afresh is read in the background after
+# the answer (source "held").
+HELD_FILES = 64  # files whose last read prompt is kept
 # Typing along the small model's suggestion is answered by the target instead once it would
 # read the prompt within this share of the time left (the warm-up has caught up): its answer
 # replaces a guess made from a short in-file prompt, which could otherwise answer every pause
@@ -87,11 +93,12 @@ def _within(ms: float | None, share: float, deadline: float) -> bool:
 
 
 @dataclass(frozen=True)
-class _QuickPrompt:
-    """The small model's prompt for a cold request."""
+class _ColdPrompt:
+    """The prompt a cold request is answered from: the held one, or the small model's."""
 
     prompt: Prompt
     ids: list[int]
+    source: str  # "held" or "small_model"
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,9 @@ class CompletionPipeline:
     # The warm-up writing the target's answer where the small model answered (`_upgrade`), and
     # its file, while it generates (a forward-cache answer does not restart it; a miss stops it).
     _upgrading: tuple[str, CancellationToken] | None = None
+    # What the last prompt the target read in each file was built on (least recent out).
+    _held: OrderedDict[str, Held] = field(default_factory=OrderedDict)
+    _held_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def predicted(
         self,
@@ -198,7 +208,10 @@ class CompletionPipeline:
         def job(cancel: CancellationToken) -> None:
             prompt, prompt_ids = self._encoded(request)
             self.engine.prefill(prompt_ids, cancel)
-            if upgrade and not cancel.cancelled:
+            if cancel.cancelled:
+                return
+            self._hold(key, prompt)
+            if upgrade:
                 self._upgrade(request, prompt, prompt_ids, seen, cancel)
 
         self.warmer.start(job)
@@ -299,15 +312,16 @@ class CompletionPipeline:
             heal = prompt.heal
         cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(max_new_tokens=request.max_tokens, stop_rule=stop_rule(cursor))
-        quick = self._quick(request, prompt_ids, deadline) if source == "model" else None
-        if quick is not None:
-            # The target would not read this prompt in time: the small model answers from a
-            # short in-file prompt, its first whole lines only (the engine is the warm-up's
-            # sooner); the target reads the whole prompt after it (`_generate`).
-            prompt, prompt_ids, heal = quick.prompt, quick.ids, quick.prompt.heal
-            rule = first_lines_only(stop_rule(cursor))
-            config = replace(config, small_model=True, stop_rule=rule)
-            source = "small_model"
+        cold = self._cold(request, prompt_ids, deadline) if source == "model" else None
+        if cold is not None:
+            # The target would not read this prompt in time: it answers from the prompt its
+            # cache holds, else the small model from a short in-file prompt, its first whole
+            # lines only (the engine is the warm-up's sooner); either way the target reads the
+            # whole prompt after it (`_generate`).
+            prompt, prompt_ids, heal, source = cold.prompt, cold.ids, cold.prompt.heal, cold.source
+            if source == "small_model":
+                rule = first_lines_only(stop_rule(cursor))
+                config = replace(config, small_model=True, stop_rule=rule)
         before, after = text[:offset], text[offset:]
         settings = self._settings(request)
         live = LiveGeneration(str(path), before, after, heal, cursor, prompt, settings, source)
@@ -320,16 +334,54 @@ class CompletionPipeline:
         self._generator.submit(self._generate, live, request, prompt_ids, config, source)
         return live
 
-    def _quick(
+    def _cold(
         self, request: _Request, prompt_ids: list[int], deadline: float | None
-    ) -> _QuickPrompt | None:
-        """The small model's short in-file prompt when the target's cache lacks so much of
-        `prompt_ids` that reading it would take longer than the time left (a file just
-        opened, a jump), else None (no deadline, no small model, or the target is in time)."""
-        if deadline is None or self.engine.prefill_ms(prompt_ids, small_model=True) is None:
+    ) -> _ColdPrompt | None:
+        """The prompt to answer from when the target's cache lacks so much of `prompt_ids`
+        that reading it would take longer than the time left (a file just opened, a jump, the
+        window moved on): the held one if the target reads it in time, else the small model's;
+        None when in time (or no deadline, no estimate, no small model)."""
+        if deadline is None:
             return None
         target_ms = self.engine.prefill_ms(prompt_ids)
         if target_ms is None or _within(target_ms, COLD_SHARE, deadline):
+            return None
+        held = self._held_prompt(request, target_ms, deadline)
+        return held if held is not None else self._quick(request, target_ms, deadline)
+
+    def _held_prompt(
+        self, request: _Request, cold_ms: float, deadline: float
+    ) -> _ColdPrompt | None:
+        """For a cold request, the prompt built on what the file's last prompt the target read
+        was built on, when the target reads that one in time; else None."""
+        with self._held_lock:
+            held = self._held.get(str(request.path))
+        if held is None:
+            return None
+        prompt, ids = self._encoded(request, held=held)
+        held_ms = self.engine.prefill_ms(ids)
+        if held_ms is None or not _within(held_ms, COLD_SHARE, deadline):
+            return None
+        logger.info(
+            "cold prompt (target ~%.0f ms to read): the target answers from the last prompt's "
+            "window and repository part (~%.0f ms to read)",
+            cold_ms,
+            held_ms,
+        )
+        return _ColdPrompt(prompt, ids, "held")
+
+    def _hold(self, key: str, prompt: Prompt) -> None:
+        """Remember what `prompt`, which the target read for file `key`, was built on."""
+        with self._held_lock:
+            self._held.pop(key, None)
+            self._held[key] = prompt.held()
+            while len(self._held) > HELD_FILES:
+                self._held.popitem(last=False)
+
+    def _quick(self, request: _Request, target_ms: float, deadline: float) -> _ColdPrompt | None:
+        """The small model's short in-file prompt for a cold request (the target would read
+        its prompt in `target_ms`), or None without a small model."""
+        if self.engine.prefill_ms([], small_model=True) is None:
             return None
         for budget in QUICK_BUDGETS:
             quota = replace(budget, output_tokens=request.max_tokens)
@@ -344,7 +396,7 @@ class CompletionPipeline:
             len(ids),
             small_ms,
         )
-        return _QuickPrompt(prompt, ids)
+        return _ColdPrompt(prompt, ids, "small_model")
 
     def _generate(
         self,
@@ -361,13 +413,16 @@ class CompletionPipeline:
             latency = (time.monotonic() - started) * 1000
             done, lead_in = _finished(result, live.prompt, live.heal, live.cursor, latency, source)
             self.forward.remember(live.key, self._prediction(request, prompt_ids, done, lead_in))
+            if source != "small_model" and result.finish_reason != "cancelled":
+                self._hold(live.key, live.prompt)
             live.result = done
         except Exception as error:  # handed to the request that waits for it
             live.error = error
         finally:
             live.finish()
-        if source == "small_model" and not live.cancel.cancelled:
-            self._warm_later(request, upgrade=True)
+        if source in ("small_model", "held") and not live.cancel.cancelled:
+            # The prompt chosen afresh is read now (and, after the small model, answered).
+            self._warm_later(request, upgrade=source == "small_model")
 
     def _await(
         self,
@@ -441,6 +496,7 @@ class CompletionPipeline:
     def set_prompt_settings(self, budget: PromptBudget, layout: PromptLayout) -> None:
         """Build prompts within `budget` and in `layout` from now on (the settings changed)."""
         self.budget, self.layout = budget, layout
+        self._held.clear()
 
     def forget(self) -> None:
         """Drop the last generation and every remembered suggestion (when what builds the
@@ -449,6 +505,7 @@ class CompletionPipeline:
         self.wait_idle()
         self._live = None
         self.forward = ForwardCache()
+        self._held.clear()
 
     def close(self) -> None:
         """Stop the generation and the warm-up in progress (the server is shutting down)."""
@@ -491,10 +548,13 @@ class CompletionPipeline:
         )
 
     def _encoded(
-        self, request: _Request, in_file_within: PromptBudget | None = None
+        self,
+        request: _Request,
+        in_file_within: PromptBudget | None = None,
+        held: Held | None = None,
     ) -> tuple[Prompt, list[int]]:
         """`request`'s prompt and its token ids (an in-file one within `in_file_within` if
-        given, else the request's own)."""
+        given, else the request's own, built on `held` if given)."""
         use_context = request.use_context and in_file_within is None
         prompt = self.prompt(
             request.path,
@@ -503,6 +563,7 @@ class CompletionPipeline:
             workspace=request.workspace,
             use_context=use_context,
             budget=in_file_within,
+            held=held,
         )
         return prompt, self.engine.encode_prompt(prompt.segments)
 
@@ -525,9 +586,11 @@ class CompletionPipeline:
         workspace: Path | None = None,
         use_context: bool = True,
         budget: PromptBudget | None = None,
+        held: Held | None = None,
     ) -> Prompt:
-        """The prompt for a cursor (within `budget`, else the pipeline's); raises
-        CompletionRefused for files that must stay local."""
+        """The prompt for a cursor (within `budget`, else the pipeline's; with `held`, its
+        prefix start and repository pieces kept); raises CompletionRefused for files that must
+        stay local."""
         text = tokenizable(text)
         budget = budget or self.budget
         source = self._admit(path, text, workspace, use_context)
@@ -535,11 +598,21 @@ class CompletionPipeline:
         # Redacted as one text (a key block around the cursor goes on both sides), then split.
         before, after = redact_around(text, offset)
         count = self.engine.count_tokens
+        start = held.start_in(before + after, len(before)) if held is not None else None
         if repo is None or relative is None:
             return build_prompt(
-                name, before + after, len(before), count, budget, layout=self.layout
+                name,
+                before + after,
+                len(before),
+                count,
+                budget,
+                layout=self.layout,
+                prefix_start=start,
             )
-        pieces = source.context(count, budget.repo_tokens, before + after, len(before))
+        if held is not None:
+            pieces = list(held.pieces)
+        else:
+            pieces = source.context(count, budget.repo_tokens, before + after, len(before))
         return build_prompt(
             relative,
             before + after,
@@ -549,4 +622,5 @@ class CompletionPipeline:
             repo_name=repo.index.name,
             context=pieces,
             layout=self.layout,
+            prefix_start=start,
         )

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from context.prompt import ContextPiece, PromptBudget, PromptLayout, build_prompt, select_context
+from context.prompt import (
+    ContextPiece,
+    Prompt,
+    PromptBudget,
+    PromptLayout,
+    build_prompt,
+    select_context,
+)
 from runtime.tokenizer import QwenTokenizer
 
 CODE = "".join(
@@ -124,6 +131,53 @@ def test_typing_keeps_the_prompt_prefix(qwen_tokenizer: QwenTokenizer) -> None:
         shared += 1
     # Only the typed line's last token can change: the suffix stays cached.
     assert shared >= before.tokens - 1
+
+
+def _shared(one: list[int], two: list[int]) -> int:
+    """Tokens two sequences share from the start."""
+    shared = 0
+    while shared < min(len(one), len(two)) and one[shared] == two[shared]:
+        shared += 1
+    return shared
+
+
+def test_a_prompt_built_on_an_earlier_one_keeps_its_window_and_pieces(
+    qwen_tokenizer: QwenTokenizer,
+) -> None:
+    def count(text: str) -> int:
+        return len(qwen_tokenizer.encode(text))
+
+    def ids(prompt: Prompt) -> list[int]:
+        return qwen_tokenizer.encode_segments(prompt.segments)
+
+    budget = PromptBudget(prefix_tokens=200, suffix_tokens=16)
+    util = ContextPiece("util.py", "def helper(value):\n    return value")
+    offset = CODE.index("def function_30")
+    earlier = build_prompt("m.py", CODE, offset, count, budget, repo_name="r", context=[util])
+    held = earlier.held()
+    assert held.pieces == (util,) and CODE[held.prefix_start :].startswith(earlier.prefix)
+    # Typing 17 lines moves the window chosen afresh on, and a definition is appended.
+    typed = "".join(f"x{number} = helper({number})\n" for number in range(17))
+    text, cursor = CODE[:offset] + typed + CODE[offset:], offset + len(typed)
+    grown = [util, ContextPiece("more.py", "Z = 3")]
+    fresh = build_prompt("m.py", text, cursor, count, budget, repo_name="r", context=grown)
+    start = held.start_in(text, cursor)
+    kept = build_prompt(
+        "m.py", text, cursor, count, budget, repo_name="r", context=held.pieces, prefix_start=start
+    )
+    assert fresh.prefix_start > held.prefix_start == kept.prefix_start
+    assert kept.prefix == text[held.prefix_start : cursor] and kept.pieces == (util,)
+    # The kept prompt shares the earlier one's tokens up to its suffix (the engine's cache
+    # holds them); the fresh one differs from the appended piece on.
+    up_to_suffix = len(qwen_tokenizer.encode_segments(earlier.segments[:-3]))
+    assert _shared(ids(kept), ids(earlier)) >= up_to_suffix - 1
+    assert _shared(ids(fresh), ids(earlier)) < up_to_suffix // 2
+    assert kept.tokens == len(ids(kept)) and count(kept.prefix) <= budget.held_prefix_tokens
+    # Not past the held quota, nor where the line the window started on changed.
+    far = len(CODE) // 2
+    assert build_prompt("m.py", CODE, far, count, budget, prefix_start=start).prefix_start > start
+    assert held.start_in("# edited\n" + CODE, offset + 9) is None
+    assert held.start_in(CODE, held.prefix_start - 1) is None  # the cursor is above it
 
 
 def test_the_lead_keeps_tokenization(qwen_tokenizer: QwenTokenizer) -> None:

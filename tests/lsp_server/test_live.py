@@ -276,3 +276,39 @@ def test_the_small_models_prompt_is_cut_to_what_it_reads_in_time(
     longest = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
     assert longest.source == "small_model"
     assert longest.result.prompt_tokens == tier(QUICK_BUDGETS[0], typed)
+
+
+@pytest.mark.slow
+def test_a_moved_window_is_answered_by_the_target_from_the_prompt_it_read(
+    target_and_small: LocalEngine, tmp_path: Path
+) -> None:
+    engine = target_and_small
+    budget = PromptBudget(prefix_tokens=400, suffix_tokens=16)
+    pipeline = CompletionPipeline(engine, budget=budget)
+    path = tmp_path / "table.py"
+    rows = "".join(f"ROW_{number} = ({number}, '{number}')\n" for number in range(90))
+    text = rows + "\n\ndef square(number):\n    return "
+    path.write_text(text)
+    engine.prefill_rate.ms_per_token = 1.0
+    pipeline.complete(path, text, len(text), use_context=False, deadline=time.monotonic() + 60)
+    pipeline.wait_idle()  # the target read this prompt
+    earlier = pipeline.prompt(path, text, len(text), use_context=False)
+    # 17 lines typed: the window chosen afresh moves on, so the target would read all of it.
+    typed = text + "number\n" + "".join(f"x{n} = {n}\n" for n in range(16)) + "y = "
+    fresh = pipeline.prompt(path, typed, len(typed), use_context=False)
+    fresh_ids = engine.encode_prompt(fresh.segments)
+    assert fresh.prefix_start > earlier.prefix_start
+    lacking = (engine.prefill_ms(fresh_ids) or 0.0) / engine.prefill_rate.ms_per_token
+    engine.prefill_rate.ms_per_token = 5000 / lacking  # the fresh prompt: 5 s to read
+    deadline = time.monotonic() + 3
+    done = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
+    # The target answers from the earlier window (what it lacks of that: the typed lines).
+    source = done.pending.source if done.pending is not None else done.source
+    assert source == "held" and done.prompt.prefix_start == earlier.prefix_start
+    assert done.prompt.prefix.endswith("x15 = 15\ny = ")
+    pipeline.wait_idle()
+    held = pipeline.forward.current(str(path))
+    assert held is not None and not held.small_model
+    assert held.prompt_ids == tuple(engine.encode_prompt(done.prompt.segments))
+    # Then the fresh prompt was read in the background: the next pause is warm.
+    assert engine.prefill_ms(fresh_ids) == pytest.approx(0.0)
