@@ -29,8 +29,19 @@ class KVCache:
         shape = [1, config.num_kv_heads, capacity + 1, config.head_dim]
         self.capacity = capacity
         dtype = config.kv_dtype
-        self.keys = [self._zeros(shape, dtype, device) for _ in range(config.num_layers)]
-        self.values = [self._zeros(shape, dtype, device) for _ in range(config.num_layers)]
+        count = 2 * config.num_layers
+        # On the CPU the OrtValues wrap these arrays (no copy): `copy_prefix` writes through them.
+        self._host: list[np.ndarray] = []
+        if device == "cpu":
+            self._host = [np.zeros(shape, dtype=dtype) for _ in range(count)]
+            buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in self._host]
+        else:
+            buffers = [
+                ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, 0)
+                for _ in range(count)
+            ]
+        self.keys = buffers[: config.num_layers]
+        self.values = buffers[config.num_layers :]
         self.tokens: list[int] = []
         self.nbytes = self.bytes_for(config, capacity)
 
@@ -39,11 +50,10 @@ class KVCache:
         """Bytes a cache of `capacity` positions occupies."""
         return config.kv_bytes_per_token() * (capacity + 1)
 
-    @staticmethod
-    def _zeros(shape: list[int], dtype: np.dtype, device: str) -> ort.OrtValue:
-        if device == "cpu":
-            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=dtype))
-        return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, 0)
+    @property
+    def copyable(self) -> bool:
+        """Whether `copy_prefix` can fill this cache (its buffers are in host memory)."""
+        return bool(self._host)
 
     @property
     def length(self) -> int:
@@ -64,6 +74,12 @@ class KVCache:
         """Forget positions from `length` on (rejected drafts, an edited suffix)."""
         del self.tokens[length:]
 
+    def copy_prefix(self, source: KVCache, length: int) -> None:
+        """Hold `source`'s first `length` positions (both `copyable`), forgetting the rest."""
+        for mine, theirs in zip(self._host, source._host, strict=True):
+            mine[:, :, :length] = theirs[:, :, :length]  # [1, kv_heads, length, head_dim]
+        self.tokens = source.tokens[:length]
+
     def append(self, tokens: Sequence[int]) -> None:
         """Record that the graph has just written `tokens` after the current length."""
         if self.length + len(tokens) > self.capacity:
@@ -76,7 +92,10 @@ class PrefixCache:
 
     Several sequences stay warm at once (say, two files the user switches between); a new
     sequence that shares little with any of them gets a fresh cache while the budget allows,
-    else recycles the least recently used one.
+    else recycles the least recently used one. A sequence that leaves a cached one at least
+    `fork_tokens` before its end (the prefix window moved on, a repository piece appended)
+    gets the shared prefix copied into another cache, so the cached sequence stays whole: the
+    next request may build on it again (`context.prompt.Held`).
     """
 
     def __init__(
@@ -86,12 +105,14 @@ class PrefixCache:
         max_bytes: int,
         device: str = "cpu",
         min_shared_tokens: int = 64,
+        fork_tokens: int = 64,
     ) -> None:
         self.config = config
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.device = device
         self.min_shared_tokens = min_shared_tokens
+        self.fork_tokens = fork_tokens
         self._caches: list[KVCache] = []  # least recently used first
 
     @property
@@ -121,8 +142,21 @@ class PrefixCache:
         elif unrelated:
             best = self._caches[0]
             best_shared = best.common_prefix(tokens)
+        elif best.length - best_shared >= self.fork_tokens:
+            best = self._fork(best, best_shared, room)
         if best in self._caches:
             self._caches.remove(best)
         self._caches.append(best)
         best.truncate(best_shared)
         return best, best_shared
+
+    def _fork(self, source: KVCache, shared: int, room: bool) -> KVCache:
+        """A cache holding `source`'s first `shared` positions, `source` left whole: a new one
+        while the budget allows, else the least recently used one; `source` itself when that
+        is `source` or its buffers cannot be copied."""
+        if not source.copyable or (not room and self._caches[0] is source):
+            return source
+        target = KVCache(self.config, self.capacity, self.device) if room else self._caches[0]
+        target.copy_prefix(source, shared)
+        logger.debug("KV cache forked at %d of %d tokens", shared, source.length)
+        return target

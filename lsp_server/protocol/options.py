@@ -61,7 +61,8 @@ class ServerOptions:
     # points lower). Raise it where prefill is cheap (a GPU, a team server).
     suffix_budget: Annotated[int, Bounds(0, 1024)] = 48
     # Tokens of the text before the cursor, read whole whenever the window before the cursor
-    # moves (a file opened, a jump, the window stepping forward as lines are typed): 512 rather
+    # moves (a file opened, a jump; the window stepping forward as lines are typed is read in
+    # the background while the last window, up to twice this, answers): 512 rather
     # than the one-shot CLI's 1,024 (bench/RESULTS.md, replay runs K and L: the target is back
     # from the small model after 2-3 pauses instead of 5-9, more line matches). At most 1,984,
     # within the 4,096-token window. Raise it where prefill is cheap (a GPU, a team server).

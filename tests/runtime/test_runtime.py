@@ -213,6 +213,38 @@ def test_prefix_cache_keeps_sequences_within_its_byte_budget(tiny_config: ModelC
     assert caches.nbytes == 2 * one_cache
 
 
+def test_a_sequence_leaving_a_cached_one_far_from_its_end_forks_it(tiny_onnx: Path) -> None:
+    runner = load_runner(tiny_onnx)
+    one_cache = KVCache.bytes_for(runner.config, 64)
+    caches = PrefixCache(
+        runner.config, 64, max_bytes=2 * one_cache, min_shared_tokens=4, fork_tokens=8
+    )
+    held, other = PROMPT[:40], [*PROMPT[:20], *PROMPT[30:35]]  # leaves `held` 20 before its end
+    first, _ = caches.acquire(held)
+    runner.forward(first, held)
+    fork, shared = caches.acquire(other)
+    assert fork is not first and shared == 20 and first.length == 40
+    # The copied prefix scores as the original does: `other` in the fork = `other` from scratch.
+    assert np.array_equal(
+        runner.forward(fork, other[20:]), runner.forward(KVCache(runner.config, 64), other)
+    )
+    again, shared = caches.acquire([*held, 7])
+    assert again is first and shared == 40
+    assert np.array_equal(
+        runner.forward(again, [7]), runner.forward(KVCache(runner.config, 64), [*held, 7])
+    )
+    assert caches.nbytes == 2 * one_cache
+    # Over budget, leaving the least recently used cache far from its end truncates it in
+    # place, as does a short divergence from the end of any.
+    third, shared = caches.acquire([*held[:10], 5, 5])
+    assert third is fork and shared == 10 and first.length == 41
+    in_place, shared = caches.acquire([*held, 7, 9])
+    assert in_place is first and shared == 41
+    # Leaving the most recent far from its end, over budget: the least recent is the copy.
+    copy, shared = caches.acquire([*held[:30], 1])
+    assert copy is fork and shared == 30 and first.length == 41
+
+
 def test_caches_made_and_freed_in_turn_each_score_their_own_sequence(tiny_onnx: Path) -> None:
     # Caches come and go (one per request); a new one must never run on a freed one's buffers,
     # whatever address it gets (a short cache's buffers cannot hold a long prompt).
