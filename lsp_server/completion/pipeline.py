@@ -609,9 +609,9 @@ class CompletionPipeline:
                 layout=self.layout,
                 prefix_start=start,
             )
-        if held is not None:
+        if held is not None and all(piece.path in repo.index for piece in held.pieces):
             pieces = list(held.pieces)
-        else:
+        else:  # chosen afresh, also when a file the held pieces show left the index (ignored)
             pieces = source.context(count, budget.repo_tokens, before + after, len(before))
         return build_prompt(
             relative,

@@ -312,3 +312,33 @@ def test_a_moved_window_is_answered_by_the_target_from_the_prompt_it_read(
     assert held.prompt_ids == tuple(engine.encode_prompt(done.prompt.segments))
     # Then the fresh prompt was read in the background: the next pause is warm.
     assert engine.prefill_ms(fresh_ids) == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_a_held_prompt_never_shows_a_file_that_left_the_index(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    git = pytest.importorskip("git")
+    repo = git.Repo.init(tmp_path)
+    (tmp_path / "shapes.py").write_text("def area(r):\n    return 3.14159 * r * r\n")
+    main = tmp_path / "main.py"
+    main.write_text("from shapes import area\n\n\ndef report(r):\n    total = \n")
+    repo.index.add(["shapes.py", "main.py"])
+    repo.index.commit("initial")
+    pipeline = CompletionPipeline(engine, warm=False)
+    text = main.read_text()
+    offset = text.index("total = ") + len("total = ")
+    earlier = pipeline.prompt(main, text, offset, workspace=tmp_path)
+    assert earlier.files == ["shapes.py", "main.py"]
+    held = earlier.held()
+    kept = pipeline.prompt(main, text, offset, workspace=tmp_path, held=held)
+    assert kept.segments == earlier.segments
+    # shapes.py becomes ignored: a prompt built on the earlier one no longer shows it.
+    (tmp_path / ".gitignore").write_text("shapes.py\n")
+    repo.index.remove(["shapes.py"])
+    repo.index.commit("ignore shapes")
+    index = pipeline.workspaces.get(tmp_path).index
+    index.refresh()
+    assert "shapes.py" not in index
+    after = pipeline.prompt(main, text, offset, workspace=tmp_path, held=held)
+    assert after.files == ["main.py"] and "3.14159" not in after.text
