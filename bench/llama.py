@@ -80,12 +80,38 @@ def _common_prefix(one: Sequence[int], two: Sequence[int]) -> int:
     )
 
 
-class LlamaEngine(TokenizingEngine):
+class PromptEngine(TokenizingEngine):
+    """The prompt side of an engine (the model's tokenizer in this process), no model of ours:
+    prompts for llama.cpp (`LlamaEngine` generates) and for prompt-only runs."""
+
+    def __init__(self, tokenizer: QwenTokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def complete(
+        self,
+        prompt: Sequence[int],
+        config: GenerationConfig,
+        cancel: CancellationToken | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Not available: this engine only builds prompts."""
+        raise NotImplementedError("PromptEngine only builds prompts")
+
+    def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
+        """Unknown: no prefill rate is measured here."""
+        return None
+
+    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
+        """No warm-ups: every request is timed whole."""
+        return 0
+
+
+class LlamaEngine(PromptEngine):
     """llama.cpp as our pipeline's engine, so that the same prompts, stop rules and
     post-processing run on it; with `cold`, every request starts with an empty cache."""
 
     def __init__(self, gguf: Path, tokenizer: QwenTokenizer, threads: int, cold: bool) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer)
         self.llm = load_llama(gguf, threads)
         self.cold = cold
 
@@ -112,11 +138,3 @@ class LlamaEngine(TokenizingEngine):
             prefill_ms=run.first_token_ms,
             decode_ms=total_ms - run.first_token_ms,
         )
-
-    def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
-        """Unknown: no rate is measured here."""
-        return None
-
-    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
-        """No warm-ups: every request is timed whole."""
-        return 0

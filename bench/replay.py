@@ -84,7 +84,7 @@ from pygls.lsp.client import LanguageClient
 
 from bench.context import percentile
 from bench.latency import LlamaSide
-from bench.llama import llama_generate
+from bench.llama import PromptEngine, llama_generate
 from bench.sources import line_starts
 from context.files import FileRules
 from context.workspaces import Workspaces
@@ -93,13 +93,9 @@ from lsp_server.completion.postprocess import CursorContext, postprocess, stop_r
 from lsp_server.protocol.options import ServerOptions
 from runtime import models
 from runtime.client import load_tokenizer
-from runtime.engine import TokenizingEngine
 from runtime.generate import (
-    CancellationToken,
     GenerationConfig,
-    GenerationResult,
 )
-from runtime.tokenizer import QwenTokenizer
 
 logger = logging.getLogger("bench.replay")
 
@@ -881,32 +877,6 @@ def llama_worker(args: argparse.Namespace) -> int:
 
     asyncio.run(replay(driver, sessions, workspace, args.pace_ms, args.open_ms, keep))
     return 0
-
-
-class PromptEngine(TokenizingEngine):
-    """The prompt side of an engine (the model's tokenizer in this process); never generates:
-    llama.cpp does."""
-
-    def __init__(self, tokenizer: QwenTokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    def complete(
-        self,
-        prompt: Sequence[int],
-        config: GenerationConfig,
-        cancel: CancellationToken | None = None,
-        on_text: Callable[[str], None] | None = None,
-    ) -> GenerationResult:
-        """Not available: this engine only builds prompts."""
-        raise NotImplementedError("PromptEngine only builds prompts")
-
-    def prefill_ms(self, prompt: Sequence[int], small_model: bool = False) -> float | None:
-        """Unknown: there is no model here."""
-        return None
-
-    def prefill(self, prompt: Sequence[int], cancel: CancellationToken | None = None) -> int:
-        """Nothing to read: there is no model here."""
-        return 0
 
 
 class PromptSide:

@@ -46,8 +46,7 @@ from pathlib import Path
 
 import tree_sitter
 
-from bench.llama import LlamaEngine
-from bench.replay import PromptEngine
+from bench.llama import LlamaEngine, PromptEngine
 from bench.sources import module_path, round_robin
 from context import parsing
 from context.imports import WorkspaceLayout, extract_imports, python_module_file
