@@ -496,7 +496,8 @@ class CompletionPipeline:
     def set_prompt_settings(self, budget: PromptBudget, layout: PromptLayout) -> None:
         """Build prompts within `budget` and in `layout` from now on (the settings changed)."""
         self.budget, self.layout = budget, layout
-        self._held.clear()
+        with self._held_lock:
+            self._held.clear()
 
     def forget(self) -> None:
         """Drop the last generation and every remembered suggestion (when what builds the
@@ -505,7 +506,8 @@ class CompletionPipeline:
         self.wait_idle()
         self._live = None
         self.forward = ForwardCache()
-        self._held.clear()
+        with self._held_lock:
+            self._held.clear()
 
     def close(self) -> None:
         """Stop the generation and the warm-up in progress (the server is shutting down)."""
