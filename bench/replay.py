@@ -93,9 +93,7 @@ from lsp_server.completion.postprocess import CursorContext, postprocess, stop_r
 from lsp_server.protocol.options import ServerOptions
 from runtime import models
 from runtime.client import load_tokenizer
-from runtime.generate import (
-    GenerationConfig,
-)
+from runtime.generate import GenerationConfig
 
 logger = logging.getLogger("bench.replay")
 

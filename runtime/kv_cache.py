@@ -95,7 +95,9 @@ class PrefixCache:
     else recycles the least recently used one. A sequence that leaves a cached one at least
     `fork_tokens` before its end (the prefix window moved on, a repository piece appended)
     gets the shared prefix copied into another cache, so the cached sequence stays whole: the
-    next request may build on it again (`context.prompt.Held`).
+    next request may build on it again (`context.prompt.Held`). An ordinary miss leaves less
+    (the suffix, the typed line and the answer: ~100-200 tokens with the server's budgets) and
+    truncates in place, with no copy.
     """
 
     def __init__(
@@ -105,7 +107,7 @@ class PrefixCache:
         max_bytes: int,
         device: str = "cpu",
         min_shared_tokens: int = 64,
-        fork_tokens: int = 64,
+        fork_tokens: int = 256,
     ) -> None:
         self.config = config
         self.capacity = capacity
