@@ -16,10 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from context.prompt import Prompt
-from lsp_server.completion.postprocess import CursorContext
+from lsp_server.completion.postprocess import CursorContext, scan_brackets
 from runtime.generate import CancellationToken, GenerationResult
 
 OPENERS, CLOSERS = "([{", ")]}"
+# A line still being written is cut, for showing at the deadline, before a blank, or before one
+# of these after a word, a closer or a quote: never inside a word, a number or an operator.
+CUT_BEFORE = "()[]{}.,:;"
+WORD_ENDS = ")]}\"'`"
+PARTIAL_CUTS = 8  # cuts tried, longest first
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,36 @@ def complete_lines(text: str) -> str:
         elif not char.isspace():
             seen_code = True
     return text[:end]
+
+
+def word_cuts(text: str, line_prefix: str, comment: str | None) -> list[str]:
+    """Starts of `text` (an answer whose first line is still being written after `line_prefix`,
+    the cursor's line before it) that end between two words of that line and leave nothing the
+    answer opened there unclosed (a bracket, a string), longest first, `PARTIAL_CUTS` at most.
+    The end of `text` is never one: its last word may be unfinished."""
+    start = len(text) - len(text.lstrip())
+    first = text.rfind("\n", 0, start) + 1  # where the answer's first line starts
+    lead = line_prefix if first == 0 else ""
+    end = text.find("\n", start)
+    cuts: list[str] = []
+    for index in range(len(text) - 1 if end < 0 else end, start, -1):
+        if not _between_words(text[index - 1], text[index]):
+            continue
+        opened, _ = scan_brackets(lead + text[first:index], comment)
+        if all(opener < len(lead) for opener in opened):
+            cuts.append(text[:index])
+            if len(cuts) == PARTIAL_CUTS:
+                break
+    return cuts
+
+
+def _between_words(last: str, following: str) -> bool:
+    """Whether a line may be cut between these two characters (`CUT_BEFORE`)."""
+    if last.isspace():
+        return False
+    if following.isspace():
+        return True
+    return following in CUT_BEFORE and (last.isalnum() or last == "_" or last in WORD_ENDS)
 
 
 def first_lines_only(rule: Callable[[str], int | None]) -> Callable[[str], int | None]:

@@ -20,8 +20,20 @@ from lsp_server.completion.forward_cache import (
     Prediction,
     accepted_token_count,
 )
-from lsp_server.completion.live import Completion, LiveGeneration, after_heal, first_lines_only
-from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
+from lsp_server.completion.live import (
+    Completion,
+    LiveGeneration,
+    after_heal,
+    first_lines_only,
+    word_cuts,
+)
+from lsp_server.completion.postprocess import (
+    CursorContext,
+    Suggestion,
+    comment_marker,
+    postprocess,
+    stop_rule,
+)
 from lsp_server.completion.warmup import CacheWarmer
 from runtime.engine import Engine
 from runtime.generate import CancellationToken, GenerationConfig, GenerationResult
@@ -459,7 +471,8 @@ class CompletionPipeline:
                         return early
                     refused = lines
                 if time.monotonic() >= deadline:
-                    return self._empty(live, started, "deadline")
+                    partial = self._partial(live, typed, before, after, started)
+                    return partial or self._empty(live, started, "deadline")
                 if cancel is not None and cancel.cancelled:
                     return self._empty(live, started, "cancelled")
             live.wait(0.05)
@@ -471,11 +484,40 @@ class CompletionPipeline:
         (None when they are not worth showing)."""
         cursor = CursorContext.at(before + after, len(before), live.key)
         shown = postprocess(lines, cursor)
-        if shown is None:
+        return None if shown is None else self._shown(live, shown, started, "first_line")
+
+    def _partial(
+        self, live: LiveGeneration, typed: str, before: str, after: str, started: float
+    ) -> Completion | None:
+        """At the deadline, an answer whose first line is still being written, cut between two
+        words with nothing it opened left open (`word_cuts`): the longest cut worth showing at
+        this cursor, or None."""
+        answer = live.answer()
+        if not answer.startswith(typed):
             return None
-        result = GenerationResult([], live.answer(), "first_line", 0, 0)
+        cursor = CursorContext.at(before + after, len(before), live.key)
+        for cut in word_cuts(answer[len(typed) :], cursor.line_prefix, comment_marker(cursor)):
+            shown = postprocess(cut, cursor)
+            if shown is not None:
+                return self._shown(live, shown, started, "partial_line")
+        return None
+
+    def _shown(
+        self, live: LiveGeneration, shown: Suggestion, started: float, reason: str
+    ) -> Completion:
+        """What `live` has written so far, as `shown` at the cursor, before it ended; `reason`
+        says why it was shown then."""
+        result = GenerationResult([], live.answer(), reason, 0, 0)
         latency = (time.monotonic() - started) * 1000
-        return Completion(shown.text, 0, live.prompt, result, latency, live.source, pending=live)
+        return Completion(
+            shown.text,
+            shown.replace_suffix_chars,
+            live.prompt,
+            result,
+            latency,
+            live.source,
+            pending=live,
+        )
 
     def _empty(self, live: LiveGeneration, started: float, reason: str) -> Completion:
         """No suggestion (yet) for this request; `reason` says why."""

@@ -233,14 +233,14 @@ def _full_lines(text: str, context: CursorContext) -> list[str]:
     return lines
 
 
-def _comment_marker(context: CursorContext) -> str | None:
+def comment_marker(context: CursorContext) -> str | None:
     language = context.language
     if language is None:
         return None
     return "#" if language == PYTHON else "//"
 
 
-def _scan_brackets(line: str, comment: str | None) -> tuple[list[int], list[tuple[int, int]]]:
+def scan_brackets(line: str, comment: str | None) -> tuple[list[int], list[tuple[int, int]]]:
     """Bracket and quote pairs of one line: (indexes of the openers left open, and every
     (closer index, opener index) with -1 for a closer whose opener is not on this line).
 
@@ -273,7 +273,7 @@ def _scan_brackets(line: str, comment: str | None) -> tuple[list[int], list[tupl
 
 def _imbalance(line: str, comment: str | None) -> int:
     """Openers left open plus closers without an opener, on one line."""
-    opened, closes = _scan_brackets(line, comment)
+    opened, closes = scan_brackets(line, comment)
     return len(opened) + sum(1 for _, opener in closes if opener < 0)
 
 
@@ -285,11 +285,11 @@ def _pending_closers(context: CursorContext) -> str:
     """Closers of the brackets opened on the lines above the cursor's (up to PENDING_LINES)
     and still open at the cursor: the rest of a multi-line construct the user has yet to type
     (`if (` above `    name := |` gives `)`); "" when none."""
-    comment = _comment_marker(context)
+    comment = comment_marker(context)
     lines = context.above.split("\n")[-PENDING_LINES - 1 : -1]
     pending: list[str] = []
     for number, line in enumerate([*lines, context.line_prefix]):
-        opened, closes = _scan_brackets(line, comment)
+        opened, closes = scan_brackets(line, comment)
         for _, opener in closes:
             if opener < 0 and pending:
                 pending.pop()
@@ -314,7 +314,7 @@ def _consume_closers(text: str, context: CursorContext) -> tuple[str, int]:
         return text, 0
     start = len(context.line_prefix)
     line = context.line_prefix + text
-    _, closes = _scan_brackets(line, _comment_marker(context))
+    _, closes = scan_brackets(line, comment_marker(context))
     closing = [line[closer] for closer, opener in closes if closer >= start and opener < start]
     count = 0
     while count < min(len(closing), len(run)) and closing[count] == run[count]:
@@ -453,7 +453,7 @@ def drop_suffix_echo(suggestion: Suggestion, context: CursorContext) -> Suggesti
     kept = text.rstrip()[: -len(rest)]
     if context.line_suffix[:1].isspace():
         kept = kept.rstrip()
-    comment = _comment_marker(context)
+    comment = comment_marker(context)
     with_echo = _imbalance(context.line_prefix + text + context.line_suffix, comment)
     without = _imbalance(context.line_prefix + kept + context.line_suffix, comment)
     return _with(suggestion, kept) if without <= with_echo else suggestion
@@ -468,7 +468,7 @@ def closers_on_their_own_line(suggestion: Suggestion, context: CursorContext) ->
     text = suggestion.text
     if context.mid_line or not context.line_prefix.strip() or "\n" in text:
         return suggestion
-    left_open, _ = _scan_brackets(context.line_prefix, _comment_marker(context))
+    left_open, _ = scan_brackets(context.line_prefix, comment_marker(context))
     if not is_closer_line(text) or left_open:
         return suggestion
     indent = text[: _indent(text)] or _opener_indent(context)

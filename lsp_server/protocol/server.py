@@ -190,10 +190,11 @@ class CoderLanguageServer(LanguageServer):
     def notify_when_ready(
         self, uri: str, version: int | None, position: types.Position, live: LiveGeneration
     ) -> None:
-        """When `live` (left running by a request answered empty at its deadline) ends with a
-        suggestion while the document is unchanged, tell the client (`coderLsp/completionReady`
-        {textDocument: {uri, version}, position}) so that it asks again if its cursor is still
-        there: the answer then comes from the finished generation at once."""
+        """When `live` (left running by a request answered at its deadline: empty, or with the
+        words of a line written so far) ends with a suggestion while the document is unchanged,
+        tell the client (`coderLsp/completionReady` {textDocument: {uri, version}, position})
+        so that it asks again if its cursor is still there: the answer then comes from the
+        finished generation at once."""
 
         async def watch() -> None:
             if not await asyncio.to_thread(live.wait_finished, READY_WATCH_S):

@@ -166,10 +166,10 @@ async def suggest(
         result.generated_tokens,
         result.finish_reason,
     )
+    if done.pending is not None and result.finish_reason in ("deadline", "partial_line"):
+        ls.notify_when_ready(uri, cursor.version, position, done.pending)
     if result.finish_reason in ("cancelled", "deadline") or not done.text:
         ls.outcomes[EMPTY_OUTCOMES.get(result.finish_reason, "empty")] += 1
-        if done.pending is not None and result.finish_reason == "deadline":
-            ls.notify_when_ready(uri, cursor.version, position, done.pending)
         return None
     ls.outcomes["forward cache" if result.finish_reason == "forward_cache" else "answered"] += 1
     source = "repository" if len(done.prompt.files) > 1 else "in-file"

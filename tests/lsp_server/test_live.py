@@ -1,6 +1,8 @@
 """Answers within a time budget: the first whole lines of a block are shown while the rest is
-generated in the background into the forward cache; a deadline gives an empty answer, never a
-cut one, and the generation it interrupted answers the next pause."""
+generated in the background into the forward cache; at the deadline a line still being written
+is shown up to its last whole word with nothing it opened left open (never cut inside a word or
+a bracket), else the answer is empty, and the generation it interrupted answers the next
+pause."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from context.prompt import Prompt, PromptBudget
-from lsp_server.completion.live import LiveGeneration, complete_lines, first_lines_only
+from lsp_server.completion.live import LiveGeneration, complete_lines, first_lines_only, word_cuts
 from lsp_server.completion.pipeline import QUICK_BUDGETS, CompletionPipeline
 from lsp_server.completion.postprocess import CursorContext
 from runtime.engine import EngineOptions, LocalEngine
@@ -33,6 +35,24 @@ PROMPT = Prompt([("x", False)], ["m.py"], 1, "x", "")
 )
 def test_complete_lines_end_at_a_balanced_line_break(text: str, lines: str) -> None:
     assert complete_lines(text) == lines
+
+
+@pytest.mark.parametrize(
+    ("text", "line_prefix", "cuts"),
+    [
+        ("VED_CHARS + safe", "    NON_ESCA", ["VED_CHARS +", "VED_CHARS"]),  # not in the last word
+        ("update(params.text", "    self.workspace.", ["update"]),  # nor in a bracket it opened
+        ('"a, (" + f(x', "y = ", ['"a, (" + f', '"a, (" +', '"a, ("']),  # a string's bracket
+        ("b) + c", "x = f(a, ", ["b) +", "b)", "b"]),  # closing the user's bracket is fine
+        ("\n    if (\n        ready", "if x:", ["\n    if"]),  # the first line only
+        ("x == 10", "if ", ["x ==", "x"]),  # never inside an operator
+        ("me", "    na", []),  # one word, maybe unfinished
+    ],
+)
+def test_word_cuts_end_between_words_with_nothing_left_open(
+    text: str, line_prefix: str, cuts: list[str]
+) -> None:
+    assert word_cuts(text, line_prefix, "#") == cuts
 
 
 def test_first_lines_only_ends_where_the_first_whole_lines_do() -> None:
@@ -150,6 +170,27 @@ def test_first_lines_not_worth_showing_alone_wait_for_the_next(engine: LocalEngi
     started = time.monotonic()
     empty = pipeline._await(alone, before, "\n", started, started + 0.2, None)
     assert empty is not None and (empty.text, empty.result.finish_reason) == ("", "deadline")
+
+
+@pytest.mark.slow
+def test_a_line_still_being_written_at_the_deadline_shows_its_whole_words(
+    engine: LocalEngine,
+) -> None:
+    pipeline = CompletionPipeline(engine, warm=False)
+    before = "import math\n\n\ndef area(radius):\n    return "
+    written = {
+        "math.pi * radius * rad": "math.pi * radius",  # `math.pi * radius *` would not parse
+        "round(math.pi * rad": "round",  # the bracket it opened is still open
+        "rou": "",  # no whole word yet
+    }
+    for text, expected in written.items():
+        live = live_at(before)
+        live.push(text)
+        started = time.monotonic()
+        shown = pipeline._await(live, before, "\n", started, started + 0.1, None)
+        assert shown is not None and shown.text == expected
+        assert shown.result.finish_reason == ("partial_line" if expected else "deadline")
+        assert shown.pending is live  # it goes on into the forward cache
 
 
 @pytest.fixture(scope="module")
