@@ -65,6 +65,10 @@ class GenerationConfig:
     # Run the engine's small (draft) model alone: a quick answer while the target's cache is
     # cold. Ignored by an engine without one.
     small_model: bool = False
+    # Stream the line being written too, which `stop_rule` may still cut away: for a caller
+    # that judges unfinished text itself (the language server shows a line's whole words at
+    # its deadline), not for one that shows every piece as it comes.
+    stream_unfinished_line: bool = False
 
 
 @dataclass
@@ -247,12 +251,13 @@ class StopChecker:
         self.stop_ids = frozenset(tokenizer.token_id(name) for name in STOP_TOKENS)
         self.stop_strings = tuple(s for s in config.stop_strings if s)
         self.stop_rule = config.stop_rule
+        self.unfinished_line = config.stream_unfinished_line
 
     def settled(self, text: str) -> int:
         """How much of `text` no later token can cut away, so streaming may show it."""
         holdback = max((len(s) - 1 for s in self.stop_strings), default=0)
         settled = len(text) - holdback
-        if self.stop_rule is not None:
+        if self.stop_rule is not None and not self.unfinished_line:
             # Stop rules judge whole lines: the line being written is not settled yet.
             settled = min(settled, text.rfind("\n") + 1)
         return max(settled, 0)

@@ -323,7 +323,11 @@ class CompletionPipeline:
             prompt, prompt_ids = self._encoded(request)
             heal = prompt.heal
         cursor = CursorContext.at(text, offset, str(path))
-        config = GenerationConfig(max_new_tokens=request.max_tokens, stop_rule=stop_rule(cursor))
+        config = GenerationConfig(
+            max_new_tokens=request.max_tokens,
+            stop_rule=stop_rule(cursor),
+            stream_unfinished_line=True,  # `_partial` shows its whole words at the deadline
+        )
         cold = self._cold(request, prompt_ids, deadline) if source == "model" else None
         if cold is not None:
             # The target would not read this prompt in time: it answers from the prompt its

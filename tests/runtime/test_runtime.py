@@ -191,6 +191,29 @@ def test_streamed_text_equals_final_text(engine: LocalEngine) -> None:
     assert "".join(pieces) == result.text
 
 
+def test_the_line_being_written_streams_only_when_asked(engine: LocalEngine) -> None:
+    def never(text: str) -> None:
+        return None
+
+    streamed: dict[bool, list[str]] = {}  # the text streamed so far, after each piece
+    for unfinished in (False, True):
+        pieces: list[str] = []
+        seen = streamed[unfinished] = []
+
+        def on_text(piece: str, pieces: list[str] = pieces, seen: list[str] = seen) -> None:
+            pieces.append(piece)
+            seen.append("".join(pieces))
+
+        config = GenerationConfig(
+            max_new_tokens=16, stop_rule=never, stream_unfinished_line=unfinished
+        )
+        result = engine.complete(PROMPT, config, on_text=on_text)
+        assert "".join(pieces) == result.text
+    # A stop rule judges whole lines: by default only whole lines stream before the end.
+    assert all(text.endswith("\n") for text in streamed[False][:-1])
+    assert any(not text.endswith("\n") for text in streamed[True][:-1])
+
+
 def test_prompt_longer_than_window_is_refused(engine: LocalEngine) -> None:
     with pytest.raises(ValueError, match="exceeds the window"):
         engine.complete(list(range(2000)), GenerationConfig())
