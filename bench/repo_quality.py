@@ -16,7 +16,9 @@ cold (no KV cache kept), under each variant:
 * `repo`: repository context without the cursor (ranked files, outlined);
 * `defs`: repository context with the cursor: the definitions the code at the cursor uses
   first, then outlines (`context.definitions`); `defs-N` (`defs-512`, `defs-256`, ...): the
-  same with a repository budget of N tokens.
+  same with a repository budget of N tokens;
+* `sim-N`: `defs-N` with code like the cursor's first (`context.similar`, up to
+  `SIMILAR_TOKENS` of the N).
 
 Reported per variant: exact match of the first line (whitespace at the ends ignored) and edit
 similarity (difflib ratio) on cross-file and in-file holes; for cross-file holes, recall of the
@@ -52,7 +54,7 @@ from context import parsing
 from context.imports import WorkspaceLayout, extract_imports, python_module_file
 from context.index import WorkspaceIndex
 from context.prompt import ContextPiece, Prompt, PromptBudget, PromptLayout, TokenCounter
-from context.repo import RepoContext
+from context.repo import SIMILAR_TOKENS, RepoContext
 from lsp_server.completion.pipeline import Completion, CompletionPipeline
 from runtime import models
 from runtime.client import load_tokenizer
@@ -302,9 +304,9 @@ class Outcome:
 
 
 def repo_budget(variant: str) -> int:
-    """The repository budget of a variant: `defs-512` -> 512, else the default."""
+    """The repository budget of a variant: `defs-512` / `sim-512` -> 512, else the default."""
     name, _, size = variant.partition("-")
-    return int(size) if name == "defs" and size else PromptBudget().repo_tokens
+    return int(size) if name in ("defs", "sim") and size else PromptBudget().repo_tokens
 
 
 def _point_at(
@@ -312,7 +314,8 @@ def _point_at(
 ) -> None:
     """Set the pipeline up for one hole under one variant: the cursor, the budget, no memory
     of the last variant's answer at this very cursor."""
-    repo.cursor = (hole.text, hole.offset) if variant.startswith("defs") else None
+    repo.cursor = (hole.text, hole.offset) if variant.startswith(("defs", "sim")) else None
+    repo.similar_tokens = SIMILAR_TOKENS if variant.startswith("sim") else 0
     pipeline.budget = replace(pipeline.budget, repo_tokens=repo_budget(variant))
     pipeline.forget()
 

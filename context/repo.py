@@ -16,6 +16,7 @@ from context.imports import WorkspaceLayout, config_paths, extract_imports, reso
 from context.index import WorkspaceIndex
 from context.parsing import language_for_path
 from context.prompt import ContextPiece, TokenCounter, select_context
+from context.similar import SimilarCode, snippet_pieces
 from context.snippets import identifiers, outline
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ OUTLINE_SHARE = 0.5
 # A smaller budget goes to the definitions whole: outlines in half of 256 tokens cost 7 points
 # of definition recall (`python -m bench.repo_quality --prompts-only`: 89 % against 96 %).
 MIN_OUTLINED_BUDGET = 512
+# Tokens of the repository budget for code like the cursor's (`context.similar`), at most.
+SIMILAR_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class RepoContext:
         self._changes: defaultdict[str, int] = defaultdict(int)
         self._memo: dict[str, _Memo] = {}
         self._definitions = DefinitionResolver(index.text)
+        self._similar = SimilarCode(index.text)
+        self.similar_tokens = 0
         self._lock = threading.Lock()
         index.add_listener(self._on_change)
 
@@ -133,12 +138,12 @@ class RepoContext:
                 tuple(self.graph.dependencies(current)),
                 tuple((path, self._changes[path]) for path in ranked),
                 text is not None,
+                self.similar_tokens,
             )
             memo = self._memo.get(current)
             if memo is None or memo.key != key or memo.scope != resolved.scope:
-                memo = self._choose(
-                    current, ranked, count, budget_tokens, key, resolved, text is not None
-                )
+                cursor_at = (text, offset) if text is not None and offset is not None else None
+                memo = self._choose(current, ranked, count, budget_tokens, key, resolved, cursor_at)
             else:
                 memo = self._grow(memo, current, resolved.definitions, count)
             self._memo[current] = memo
@@ -152,14 +157,24 @@ class RepoContext:
         budget_tokens: int,
         key: tuple[object, ...],
         resolved: Resolved,
-        cursor: bool,
+        cursor_at: tuple[str, int] | None,
     ) -> _Memo:
         """The repository part chosen afresh: outlines (within `OUTLINE_SHARE` of the budget when
         there is a cursor, none below `MIN_OUTLINED_BUDGET`), then the definitions that fit."""
-        pieces = self._outlines(current, ranked, count, _outline_budget(budget_tokens, cursor))
+        pieces = self._outlines(
+            current, ranked, count, _outline_budget(budget_tokens, cursor_at is not None)
+        )
         used = sum(count(piece.text()) + 1 for piece in pieces)
+        similar: list[ContextPiece] = []
+        if cursor_at is not None and self.similar_tokens:
+            found = self._similar.find(current, *cursor_at, self.index.paths())
+            similar, left = snippet_pieces(
+                found, count, min(self.similar_tokens, budget_tokens - used)
+            )
+            used += min(self.similar_tokens, budget_tokens - used) - left
         memo = _Memo(key, resolved.scope, pieces, frozenset(), budget_tokens - used)
-        return self._grow(memo, current, resolved.definitions, count)
+        memo = self._grow(memo, current, resolved.definitions, count)
+        return replace(memo, pieces=memo.pieces + similar)
 
     def _grow(
         self, memo: _Memo, current: str, definitions: list[Definition], count: TokenCounter
