@@ -2,7 +2,7 @@
 
     python -m bench.repo_quality [--packages httpx,click,git,pygls,cattrs,starlette]
         [--holes 150] [--variants in-file,repo,defs,defs-512] [--model NAME] [--limit N]
-        [--prompts-only] [--engine ours|llama]
+        [--prompts-only] [--engine ours|llama] [--held-out N]
 
 Holes are punched in real multi-file packages we did not write (installed ones, copied into a
 scratch workspace each): a line is cut from a name to its end. Cross-file holes cut at a name
@@ -450,6 +450,16 @@ def collect(packages: list[str], scratch: Path, holes: int) -> list[Hole]:
     return round_robin(cross, wanted_cross) + round_robin(local, holes - wanted_cross)
 
 
+def held_out(holes: list[Hole], tuned: list[Hole]) -> list[Hole]:
+    """`holes` but those of `tuned` (the same package file and offset)."""
+
+    def key(hole: Hole) -> tuple[str, str, int]:  # the path from the package's directory on
+        return hole.package, hole.path.as_posix().split(f"/{hole.package}/", 1)[1], hole.offset
+
+    seen = {key(hole) for hole in tuned}
+    return [hole for hole in holes if key(hole) not in seen]
+
+
 def _engine(model: str, engine: str, prompts_only: bool) -> Engine:
     """The engine completing the holes, every request cold whatever ran before it."""
     if prompts_only:
@@ -469,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--limit", type=int, default=0, help="run only the first N holes")
     parser.add_argument(
+        "--held-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave out the holes a run with --holes N samples (those rules were tuned on)",
+    )
+    parser.add_argument(
         "--prompts-only",
         action="store_true",
         help="build the prompts without a model: recalls and tokens only",
@@ -486,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="repo-quality-"))
     holes = collect(packages, scratch, args.holes)
+    if args.held_out:
+        holes = held_out(holes, collect(packages, scratch / "tuned", args.held_out))
     if args.limit:
         holes = (
             holes[: args.limit // 2]

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
 from context.definitions import Definition, DefinitionResolver, Resolved, select_definitions
 from context.graph import ImportGraph, prompt_order, rank_context_files
@@ -30,6 +31,7 @@ OUTLINE_SHARE = 0.5
 MIN_OUTLINED_BUDGET = 512
 # Tokens of the repository budget for code like the cursor's (`context.similar`), at most.
 SIMILAR_TOKENS = 128
+SIMILAR_FILES = 256  # files searched for it, at most (their lines are cached)
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class RepoContext:
         self._memo: dict[str, _Memo] = {}
         self._definitions = DefinitionResolver(index.text)
         self._similar = SimilarCode(index.text)
-        self.similar_tokens = 0
+        self.similar_tokens = SIMILAR_TOKENS
         self._lock = threading.Lock()
         index.add_listener(self._on_change)
 
@@ -165,16 +167,40 @@ class RepoContext:
             current, ranked, count, _outline_budget(budget_tokens, cursor_at is not None)
         )
         used = sum(count(piece.text()) + 1 for piece in pieces)
-        similar: list[ContextPiece] = []
-        if cursor_at is not None and self.similar_tokens:
-            found = self._similar.find(current, *cursor_at, self.index.paths())
-            similar, left = snippet_pieces(
-                found, count, min(self.similar_tokens, budget_tokens - used)
-            )
-            used += min(self.similar_tokens, budget_tokens - used) - left
+        similar = self._similar_pieces(current, cursor_at, pieces, count, budget_tokens - used)
+        used += sum(count(piece.text()) + 1 for piece in similar)
         memo = _Memo(key, resolved.scope, pieces, frozenset(), budget_tokens - used)
         memo = self._grow(memo, current, resolved.definitions, count)
         return replace(memo, pieces=memo.pieces + similar)
+
+    def _similar_pieces(
+        self,
+        current: str,
+        cursor_at: tuple[str, int] | None,
+        shown: list[ContextPiece],
+        count: TokenCounter,
+        left: int,
+    ) -> list[ContextPiece]:
+        """Code like the cursor's from other files (`context.similar`) in up to
+        `similar_tokens` of the `left` tokens, none from a file `shown` whole."""
+        if cursor_at is None or not self.similar_tokens:
+            return []
+        whole = {piece.path for piece in shown if not piece.outlined}
+        found = [
+            snippet
+            for snippet in self._similar.find(current, *cursor_at, self._similar_sources(current))
+            if snippet.path not in whole
+        ]
+        return snippet_pieces(found, count, min(self.similar_tokens, left))[0]
+
+    def _similar_sources(self, current: str) -> list[str]:
+        """The files searched for code like the cursor's: those in `current`'s language, its
+        import neighbours and the recent ones first, `SIMILAR_FILES` at most."""
+        suffix = PurePosixPath(current).suffix
+        near = [*self.graph.dependencies(current), *self.index.recent()]
+        ordered = dict.fromkeys([*near, *self.index.paths()])
+        same = [path for path in ordered if PurePosixPath(path).suffix == suffix]
+        return same[:SIMILAR_FILES]
 
     def _grow(
         self, memo: _Memo, current: str, definitions: list[Definition], count: TokenCounter

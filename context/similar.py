@@ -1,19 +1,25 @@
 """Code elsewhere in the workspace that looks like the code at the cursor, and what follows it.
 
-A line often repeats a pattern another file already has (`raise Abort() from None` after
-`except KeyboardInterrupt:`, the same call with the same arguments in a sibling handler), and
-the definitions of the names it uses do not say which of them it uses. So, as RepoCoder and
-llama.vim's chunk ring do, the lines before the cursor are compared with windows of the other
-files' lines (Jaccard similarity of their sets of names and keywords), and the best windows go
-into the prompt together with the lines that follow them: what came next there is the guess
-for what comes next here.
+A line often repeats a pattern another file already has (`url = URL(scope=scope)` after the
+same guard, the same call with the same arguments in a sibling handler), and the definitions of
+the names it uses do not say which of them it uses. So, in the spirit of RepoCoder's retrieval
+and llama.vim's ring of chunks, the lines of other files that start as the cursor's line does
+up to the cursor are looked up (only when that start names something: `parsed_host = `, not a
+bare `if `), ranked by how many names and keywords the `CONTEXT_LINES` non-blank lines above
+them share with those above the cursor (Jaccard similarity), and the best go into the prompt
+with those lines and `FOLLOWING_LINES` after: what was written there is the guess for what
+comes next here. Measured on `bench/repo_quality.py`'s holes (bench/RESULTS.md, "Repository
+context"): lines found by similarity alone, or after a bare keyword, were copied where they did
+not apply as often as they helped.
 
-Windows are `WINDOW_LINES` non-blank lines long, starting every `STRIDE` lines; their name sets
-are cached per file text, so a request tokenises only the cursor's lines.
+A file's lines and their name sets are cached per file text, so a request tokenises only the
+cursor's lines. Sources are the workspace index's texts (secret files never read, ignored
+files never indexed) and never the cursor's own file.
 """
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,11 +29,16 @@ from context.prompt import ContextPiece, TokenCounter
 
 Source = Callable[[str], str | None]
 
-CONTEXT_LINES = 3  # non-blank lines before a line that say where it is
-FOLLOWING_LINES = 2  # lines after the line shown with it
-MIN_SIMILARITY = 0.3  # Jaccard similarity below which lines are not worth their tokens
+CONTEXT_LINES = 2  # non-blank lines above a line that say where it is
+FOLLOWING_LINES = 1  # lines after the line shown with it
 MAX_SNIPPETS = 4
 FILE_CACHE = 512  # files whose lines are kept (least recently used dropped)
+# Words that say too little of a line's start to look for it elsewhere (`if `, `return `):
+# Python's keywords and common ones of the other languages the index parses.
+KEYWORDS = frozenset(keyword.kwlist) | {
+    *("const", "let", "var", "function", "new", "throw", "export", "switch", "case"),
+    *("fn", "pub", "mut", "use", "func", "go", "static", "struct", "type"),
+}
 _NAME = re.compile(r"[A-Za-z_]\w*")
 
 
@@ -76,26 +87,23 @@ class SimilarCode:
         """Up to `MAX_SNIPPETS` snippets of `paths` (not `current`) like the code before
         `offset` in `text`, most alike first, none overlapping another of the same file.
 
-        A line is alike when the lines above it share names with the lines above the cursor's
-        (Jaccard similarity, at least `MIN_SIMILARITY`), and more so when it starts as the
-        cursor's line does up to the cursor (`url = ` finds `url = URL(scope=scope)`)."""
+        Only lines that start as the cursor's line does up to the cursor are candidates
+        (`url = ` finds `url = URL(scope=scope)`), and only when that start names something
+        (not a bare `if ` or `return `); they are ranked by how many names the lines above them
+        share with the lines above the cursor (Jaccard similarity)."""
         lines = text[:offset].split("\n")
         typed = lines[-1].strip()
-        query = names_of("\n".join(lines[n] for n in _above(lines, len(lines) - 1)))
-        if not query:
+        if not set(_NAME.findall(typed)) - KEYWORDS:
             return []
-        anchored = bool(_NAME.search(typed))
+        query = names_of("\n".join(lines[n] for n in _above(lines, len(lines) - 1)))
         scored: list[tuple[float, str, _Line]] = []
         for path in paths:
             if path == current:
                 continue
             for line in self._file_lines(path):
-                union = len(query | line.names)
-                similarity = len(query & line.names) / union if union else 0.0
-                if anchored and line.code.startswith(typed):
-                    similarity += 1.0
-                if similarity >= MIN_SIMILARITY:
-                    scored.append((similarity, path, line))
+                if line.code.startswith(typed):
+                    union = len(query | line.names)
+                    scored.append((len(query & line.names) / union if union else 0.0, path, line))
         scored.sort(key=lambda item: (-item[0], item[1], item[2].number))
         chosen: list[Snippet] = []
         taken: dict[str, list[tuple[int, int]]] = {}
