@@ -43,6 +43,8 @@ class _Memo:
     pieces: list[ContextPiece]
     seen: frozenset[tuple[str, str]]  # definitions considered: shown, or not fitting
     left: int  # tokens of the budget still free
+    similar_left: int = 0  # of those, what code like the cursor's may still take
+    similar_seen: frozenset[tuple[str, int]] = frozenset()  # snippets considered (path, line)
 
 
 class RepoContext:
@@ -120,13 +122,15 @@ class RepoContext:
         `current` and character `offset` in it), the definitions the code around it uses
         (`context.definitions`: one compact piece per defining file) follow in the tokens the
         outlines left, next to the current file; below `MIN_OUTLINED_BUDGET` they get the whole
-        budget, no outlines. Without the cursor, outlines get the whole budget.
+        budget, no outlines. Last come lines of other files that start as the cursor's line
+        does (`context.similar`), in up to `similar_tokens` of the budget, claimed before the
+        definitions. Without the cursor, outlines get the whole budget.
 
         The choice only grows while the cursor stays in one function: a definition the code
-        starts to use there is appended (if it fits) after those already shown, which stay
-        byte-identical, so the model re-reads the new piece and the current file, not the
-        whole repository part. A move to another function, or a change to the files or
-        imports the outlines come from, chooses afresh.
+        starts to use there, or a line found elsewhere for a new line, is appended (if it
+        fits) after those already shown, which stay byte-identical, so the model re-reads the
+        new piece and the current file, not the whole repository part. A move to another
+        function, or a change to the files or imports the outlines come from, chooses afresh.
         """
         with self._lock:
             resolved = Resolved(None, [])
@@ -143,11 +147,12 @@ class RepoContext:
                 self.similar_tokens,
             )
             memo = self._memo.get(current)
+            cursor_at = (text, offset) if text is not None and offset is not None else None
             if memo is None or memo.key != key or memo.scope != resolved.scope:
-                cursor_at = (text, offset) if text is not None and offset is not None else None
                 memo = self._choose(current, ranked, count, budget_tokens, key, resolved, cursor_at)
             else:
                 memo = self._grow(memo, current, resolved.definitions, count)
+                memo = self._grow_similar(memo, current, cursor_at, count)
             self._memo[current] = memo
             return memo.pieces
 
@@ -162,36 +167,46 @@ class RepoContext:
         cursor_at: tuple[str, int] | None,
     ) -> _Memo:
         """The repository part chosen afresh: outlines (within `OUTLINE_SHARE` of the budget when
-        there is a cursor, none below `MIN_OUTLINED_BUDGET`), then the definitions that fit."""
+        there is a cursor, none below `MIN_OUTLINED_BUDGET`), then the definitions that fit,
+        then code like the cursor's."""
         pieces = self._outlines(
             current, ranked, count, _outline_budget(budget_tokens, cursor_at is not None)
         )
         used = sum(count(piece.text()) + 1 for piece in pieces)
-        similar = self._similar_pieces(current, cursor_at, pieces, count, budget_tokens - used)
-        used += sum(count(piece.text()) + 1 for piece in similar)
-        memo = _Memo(key, resolved.scope, pieces, frozenset(), budget_tokens - used)
-        memo = self._grow(memo, current, resolved.definitions, count)
+        left = budget_tokens - used
+        memo = _Memo(key, resolved.scope, pieces, frozenset(), left, min(self.similar_tokens, left))
+        # Code like the cursor's claims its share before the definitions, and goes last.
+        with_similar = self._grow_similar(memo, current, cursor_at, count)
+        similar = with_similar.pieces[len(pieces) :]
+        memo = self._grow(
+            replace(with_similar, pieces=pieces), current, resolved.definitions, count
+        )
         return replace(memo, pieces=memo.pieces + similar)
 
-    def _similar_pieces(
-        self,
-        current: str,
-        cursor_at: tuple[str, int] | None,
-        shown: list[ContextPiece],
-        count: TokenCounter,
-        left: int,
-    ) -> list[ContextPiece]:
-        """Code like the cursor's from other files (`context.similar`) in up to
-        `similar_tokens` of the `left` tokens, none from a file `shown` whole."""
-        if cursor_at is None or not self.similar_tokens:
-            return []
-        whole = {piece.path for piece in shown if not piece.outlined}
+    def _grow_similar(
+        self, memo: _Memo, current: str, cursor_at: tuple[str, int] | None, count: TokenCounter
+    ) -> _Memo:
+        """`memo` with code like the cursor's (`context.similar`) it has not considered yet
+        appended, within the tokens it may still take; none from a file shown whole."""
+        if cursor_at is None or memo.similar_left <= 0:
+            return memo
+        whole = {piece.path for piece in memo.pieces if not piece.outlined}
         found = [
             snippet
             for snippet in self._similar.find(current, *cursor_at, self._similar_sources(current))
-            if snippet.path not in whole
+            if snippet.path not in whole and (snippet.path, snippet.start) not in memo.similar_seen
         ]
-        return snippet_pieces(found, count, min(self.similar_tokens, left))[0]
+        if not found:
+            return memo
+        room = min(memo.similar_left, memo.left)
+        pieces, left = snippet_pieces(found, count, room)
+        return replace(
+            memo,
+            pieces=memo.pieces + pieces,
+            left=memo.left - (room - left),
+            similar_left=memo.similar_left - (room - left),
+            similar_seen=memo.similar_seen | {(s.path, s.start) for s in found},
+        )
 
     def _similar_sources(self, current: str) -> list[str]:
         """The files searched for code like the cursor's: those in `current`'s language, its

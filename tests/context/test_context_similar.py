@@ -90,6 +90,7 @@ def test_the_repository_part_carries_it_next_to_the_current_file(tmp_path: Path)
         {
             "app/hosts.py": "def parse_host_header(value):\n    return value.split(':')[0]\n",
             "app/routing.py": ROUTING,
+            "app/views.py": "def home(request):\n    response = Response('home')\n    return response\n",
             "app/middleware.py": MIDDLEWARE + "\n",
         },
     )
@@ -107,8 +108,13 @@ def test_the_repository_part_carries_it_next_to_the_current_file(tmp_path: Path)
     assert pieces[-1].path == "app/routing.py" and "parse_host_header(headers" in pieces[-1].content
     assert sum(count(piece.text()) + 1 for piece in pieces) <= 256
     assert count(pieces[-1].text()) + 1 <= SIMILAR_TOKENS
-    # Typing on in the same function keeps the part byte-identical (the KV cache keeps it).
+    # Typing on in the same function keeps the part byte-identical (the KV cache keeps it)...
     assert part(MIDDLEWARE + "parse_host_header(") == pieces
+    # ... and a line found elsewhere later in it is appended after what was shown.
+    later = MIDDLEWARE + "parse_host_header(headers)\n    response = "
+    grown = part(later)
+    assert grown[: len(pieces)] == pieces and grown[-1].path == "app/views.py"
+    assert sum(count(piece.text()) + 1 for piece in grown) <= 256
     # Off: no snippet.
     context.similar_tokens = 0
     assert all("headers = Headers" not in piece.content for piece in part(MIDDLEWARE))
