@@ -26,9 +26,10 @@ defining file (a file defining the name is among the prompt's files) and of the 
 `def`/`class`/assignment is in the repository part of the prompt); mean prompt tokens and the
 ratio to the in-file prompt's; median cold latency. `--engine llama` runs the same prompts,
 stop rules and post-processing on llama-cpp-python with the same GGUF (`bench.llama`; the
-`bench` extra), its cache emptied before every request. `--prompts-only` builds the same prompts
-with the model's tokenizer and no model (a minute or two on 2 cores for three variants, not an
-hour): recalls and tokens only.
+`bench` extra), its cache emptied before every request. `--prompts-only` builds the same
+prompts with the model's tokenizer and no model (a minute or two on 2 cores for three variants,
+not an hour): recalls and tokens only. `--held-out 150` with `--holes 300` runs the holes a
+default run does not sample: a set on which to check a rule chosen on the default one.
 """
 
 from __future__ import annotations

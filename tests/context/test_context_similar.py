@@ -90,7 +90,7 @@ def test_the_repository_part_carries_it_next_to_the_current_file(tmp_path: Path)
         {
             "app/hosts.py": "def parse_host_header(value):\n    return value.split(':')[0]\n",
             "app/routing.py": ROUTING,
-            "app/views.py": "def home(request):\n    response = Response('home')\n    return response\n",
+            "app/views.py": "def home(request):\n    response = Response(request)\n",
             "app/middleware.py": MIDDLEWARE + "\n",
         },
     )
