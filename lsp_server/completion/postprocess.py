@@ -8,10 +8,14 @@ after the cursor it replaces (closers the editor auto-inserted), or None when no
 showing. `RULES` lists every step, in order, and says why that order.
 
 Decisions worth knowing:
-- Mid-line (code follows the cursor on its line) means the rest of the line; on a line being
-  typed (code before the cursor, none after, no block opener) one line: the rest of it, or the
-  next line when the model finds it complete; otherwise (a blank line, after `:` or `{`) the
-  indented block.
+- Mid-line (code follows the cursor on its line) means the rest of the line; otherwise (a
+  blank line, after `:` or `{`, a line being typed) the indented block: on a line being typed,
+  the rest of it (or, when the model finds it complete, the next line) and the lines of its
+  block after it. An editor is shown the first line as soon as it is written; the rest goes to
+  the forward cache, so that finishing the line and pressing Enter shows the next ones without
+  a model call. At the top level a line being typed gets that one line (a block there would run
+  into what follows). Inside a multi-line construct (`if (` above the cursor) the block is the
+  statement's: its closing line, indented less than the cursor, does not end it.
   `foo({|})` is mid-line too, so a brace the editor auto-closed on the cursor's line gets a
   one-line body; after Enter the closer is on the next line and the block rules apply.
 - Text is handled with "\\n" line breaks and converted back to the file's ("\\r\\n") at the end.
@@ -87,11 +91,17 @@ class CursorContext:
         return _indent(self.line_prefix) if self.line_prefix.strip() else len(self.line_prefix)
 
     @property
+    def statement_indent(self) -> int:
+        """Indentation of the statement the cursor is in: that of the line that opened a
+        bracket still open at the cursor (`if (` above), else `block_indent`."""
+        pending = _pending_openers(self)
+        return _indent(pending[0][0]) if pending else self.block_indent
+
+    @property
     def typing_line(self) -> bool:
         """Code before the cursor, none after, and the line opens no block: the user is
-        writing this line. One line is suggested: the rest of it, or when the model finds it
-        complete, the next line (a whole block is offered on a blank line or after a block
-        opener, as Copilot does; it also keeps each keystroke's answer short)."""
+        writing this line (the suggestion is the rest of it, or when the model finds it
+        complete, the next line, then the block's next lines; see `stop_rule`)."""
         return not self.mid_line and bool(self.line_prefix.strip()) and not self.opens_block
 
     @property
@@ -162,8 +172,11 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
         # its line break is part of the suggestion.
         return index + 1 if context.at_line_start else index
 
+    statement_indent = context.statement_indent
+
     def end_of_block(text: str) -> int | None:
-        base = context.block_indent
+        # Inside a multi-line construct (`if (` above), its closing line is not the end.
+        base = statement_indent
         # A suggestion that starts on a new line after a finished statement may dedent out of
         # a nested block (the next statement of the enclosing one): its first line sets the
         # block, except that it may not start a new top-level definition from inside one.
@@ -204,7 +217,9 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
 
     if context.mid_line:
         return end_of_line
-    return end_of_first_line if context.typing_line else end_of_block
+    if context.typing_line and not statement_indent:
+        return end_of_first_line  # at the top level a block would run into what follows
+    return end_of_block
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -281,21 +296,28 @@ def _imbalance(line: str, comment: str | None) -> int:
 PENDING_LINES = 12
 
 
-def _pending_closers(context: CursorContext) -> str:
-    """Closers of the brackets opened on the lines above the cursor's (up to PENDING_LINES)
-    and still open at the cursor: the rest of a multi-line construct the user has yet to type
-    (`if (` above `    name := |` gives `)`); "" when none."""
+def _pending_openers(context: CursorContext) -> list[tuple[str, str]]:
+    """The brackets opened on the lines above the cursor's (up to PENDING_LINES) and still
+    open at the cursor, outermost first: (the line that opened it, the opener)."""
     comment = comment_marker(context)
     lines = context.above.split("\n")[-PENDING_LINES - 1 : -1]
-    pending: list[str] = []
+    pending: list[tuple[str, str]] = []
     for number, line in enumerate([*lines, context.line_prefix]):
         opened, closes = scan_brackets(line, comment)
         for _, opener in closes:
             if opener < 0 and pending:
                 pending.pop()
         if number < len(lines):  # the cursor's own line closes, it opens nothing pending
-            pending += [line[index] for index in opened if line[index] in OPENERS]
-    return "".join(CLOSERS[OPENERS.index(opener)] for opener in reversed(pending))
+            pending += [(line, line[index]) for index in opened if line[index] in OPENERS]
+    return pending
+
+
+def _pending_closers(context: CursorContext) -> str:
+    """Closers of the brackets still open at the cursor from the lines above: the rest of a
+    multi-line construct the user has yet to type (`if (` above `    name := |` gives `)`);
+    "" when none."""
+    pending = _pending_openers(context)
+    return "".join(CLOSERS[OPENERS.index(opener)] for _, opener in reversed(pending))
 
 
 def _closer_run(suffix: str) -> str:

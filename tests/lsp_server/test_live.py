@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from context.prompt import Prompt, PromptBudget
-from lsp_server.completion.live import LiveGeneration, complete_lines, first_lines_only, word_cuts
+from lsp_server.completion.live import (
+    Completion,
+    LiveGeneration,
+    complete_lines,
+    first_lines_only,
+    word_cuts,
+)
 from lsp_server.completion.pipeline import QUICK_BUDGETS, CompletionPipeline
 from lsp_server.completion.postprocess import CursorContext
 from runtime.engine import EngineOptions, LocalEngine
@@ -125,6 +131,32 @@ def test_first_line_first_then_the_rest_from_the_forward_cache(
 
 
 @pytest.mark.slow
+def test_a_line_being_typed_is_shown_first_and_its_block_follows_from_the_forward_cache(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    pipeline = CompletionPipeline(engine, warm=False)
+    path = tmp_path / "stats.py"
+    text = (
+        "def summary(values):\n"
+        "    '''Print the count, sum, mean, min and max of `values`, one line each.'''\n"
+        '    print("count:", len('
+    )
+    path.write_text(text)
+    far = time.monotonic() + 600
+    first = pipeline.complete(path, text, len(text), use_context=False, deadline=far)
+    assert first.result.finish_reason == "first_line", first
+    assert first.text.strip() and "\n" not in first.text
+    pipeline.wait_idle()
+    whole = pipeline.complete(path, text, len(text), use_context=False)
+    assert whole.text.startswith(first.text + "\n    ") and whole.text.count("\n") >= 2
+    # The user finishes the line and presses Enter: the block's next lines, no model call.
+    typed = text + first.text + "\n    "
+    rest = pipeline.complete(path, typed, len(typed), use_context=False, deadline=far)
+    assert rest.source == "forward_cache"
+    assert first.text + "\n    " + rest.text == whole.text
+
+
+@pytest.mark.slow
 def test_a_deadline_answers_empty_and_the_generation_answers_the_next_pause(
     engine: LocalEngine, tmp_path: Path
 ) -> None:
@@ -193,6 +225,15 @@ def test_a_line_still_being_written_at_the_deadline_shows_its_whole_words(
         assert shown.pending is live  # it goes on into the forward cache
 
 
+def generated(pipeline: CompletionPipeline, shown: Completion) -> Completion:
+    """The whole answer of the generation behind `shown` (an early answer's counts are its
+    generation's, known when it ends)."""
+    pipeline.wait_idle()
+    done = shown if shown.pending is None else shown.pending.result
+    assert done is not None
+    return done
+
+
 @pytest.fixture(scope="module")
 def target_and_small() -> LocalEngine:
     """The defaults: the 1.5B with the 0.5B as its small model."""
@@ -232,7 +273,7 @@ def test_a_cold_prompt_is_answered_by_the_small_model_then_the_target_takes_over
     # A miss now (typing something else) is the target's, its prompt already read.
     typed = text + "radius * radius *"
     upgraded = pipeline.complete(path, typed, len(typed), use_context=False, deadline=deadline)
-    assert upgraded.source == "model" and upgraded.result.cached_tokens > 0
+    assert upgraded.source == "model" and generated(pipeline, upgraded).result.cached_tokens > 0
 
 
 @pytest.mark.slow
@@ -261,7 +302,8 @@ def test_typing_along_the_small_models_suggestion_goes_to_the_target_once_it_is_
     target = pipeline.complete(path, typed, len(typed), use_context=False, deadline=later)
     full = pipeline.prompt(path, typed, len(typed), use_context=False)
     assert target.source == "model"
-    assert target.result.prompt_tokens == len(engine.encode_prompt(full.segments))
+    prompt_tokens = generated(pipeline, target).result.prompt_tokens
+    assert prompt_tokens == len(engine.encode_prompt(full.segments))
     # Without a deadline (the CLI) the forward cache answers as before.
     pipeline.forward.remember(str(path), guess)
     assert pipeline.predicted(path, typed, len(typed), use_context=False) is not None
