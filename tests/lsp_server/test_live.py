@@ -105,16 +105,26 @@ def engine() -> LocalEngine:
     return LocalEngine.load(options, progress=False)
 
 
+SUMMARY = (
+    "def summary(values):\n"
+    "    '''Print the count, sum, mean, min and max of `values`, one line each.'''\n"
+)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("typing", "enter"),
+    [
+        ("", ""),  # a blank line: the user accepts the first line (it ends with its break)
+        ('    print("count:", len(', "\n    "),  # a line being typed: finished, then Enter
+    ],
+)
 def test_first_line_first_then_the_rest_from_the_forward_cache(
-    engine: LocalEngine, tmp_path: Path
+    engine: LocalEngine, tmp_path: Path, typing: str, enter: str
 ) -> None:
     pipeline = CompletionPipeline(engine, warm=False)
     path = tmp_path / "stats.py"
-    text = (
-        "def summary(values):\n"
-        "    '''Count, sum, mean, min and max of `values`, one line each.'''\n"
-    )
+    text = SUMMARY + typing
     path.write_text(text)
     far = time.monotonic() + 600
     first = pipeline.complete(path, text, len(text), use_context=False, deadline=far)
@@ -122,38 +132,13 @@ def test_first_line_first_then_the_rest_from_the_forward_cache(
     assert first.text.strip() and "\n" not in first.text.strip("\n")
     pipeline.wait_idle()
     whole = pipeline.complete(path, text, len(text), use_context=False)
-    assert whole.text.startswith(first.text) and len(whole.text) > len(first.text)
-    # The user accepts the first line: the next lines come from the forward cache.
-    accepted = text + first.text
-    rest = pipeline.complete(path, accepted, len(accepted), use_context=False, deadline=far)
-    assert rest.source == "forward_cache"
-    assert first.text + rest.text == whole.text
-
-
-@pytest.mark.slow
-def test_a_line_being_typed_is_shown_first_and_its_block_follows_from_the_forward_cache(
-    engine: LocalEngine, tmp_path: Path
-) -> None:
-    pipeline = CompletionPipeline(engine, warm=False)
-    path = tmp_path / "stats.py"
-    text = (
-        "def summary(values):\n"
-        "    '''Print the count, sum, mean, min and max of `values`, one line each.'''\n"
-        '    print("count:", len('
-    )
-    path.write_text(text)
-    far = time.monotonic() + 600
-    first = pipeline.complete(path, text, len(text), use_context=False, deadline=far)
-    assert first.result.finish_reason == "first_line", first
-    assert first.text.strip() and "\n" not in first.text
-    pipeline.wait_idle()
-    whole = pipeline.complete(path, text, len(text), use_context=False)
-    assert whole.text.startswith(first.text + "\n    ") and whole.text.count("\n") >= 2
-    # The user finishes the line and presses Enter: the block's next lines, no model call.
-    typed = text + first.text + "\n    "
+    assert whole.text.startswith(first.text + enter)
+    assert len(whole.text) > len(first.text + enter)
+    # The next lines come from the forward cache, no model call.
+    typed = text + first.text + enter
     rest = pipeline.complete(path, typed, len(typed), use_context=False, deadline=far)
     assert rest.source == "forward_cache"
-    assert first.text + "\n    " + rest.text == whole.text
+    assert first.text + enter + rest.text == whole.text
 
 
 @pytest.mark.slow
