@@ -245,7 +245,8 @@ class CompletionPipeline:
         try:
             cursor = CursorContext.at(request.text, request.offset, key)
             config = GenerationConfig(
-                max_new_tokens=request.max_tokens, stop_rule=stop_rule(cursor)
+                max_new_tokens=request.max_tokens,
+                stop_rule=stop_rule(cursor, typed_line_block=True),
             )
             started = time.monotonic()
             result = self.engine.complete(prompt_ids, config, cancel)
@@ -325,7 +326,8 @@ class CompletionPipeline:
         cursor = CursorContext.at(text, offset, str(path))
         config = GenerationConfig(
             max_new_tokens=request.max_tokens,
-            stop_rule=stop_rule(cursor),
+            # A typed line's block only where the first line is shown first (`_await`).
+            stop_rule=stop_rule(cursor, typed_line_block=deadline is not None),
             stream_unfinished_line=True,  # `_partial` shows its whole words at the deadline
         )
         cold = self._cold(request, prompt_ids, deadline) if source == "model" else None

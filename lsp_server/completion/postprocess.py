@@ -13,9 +13,10 @@ Decisions worth knowing:
   the rest of it (or, when the model finds it complete, the next line) and the lines of its
   block after it. An editor is shown the first line as soon as it is written; the rest goes to
   the forward cache, so that finishing the line and pressing Enter shows the next ones without
-  a model call. At the top level a line being typed gets that one line (a block there would run
-  into what follows). Inside a multi-line construct (`if (` above the cursor) the block is the
-  statement's: its closing line, indented less than the cursor, does not end it.
+  a model call. Without that (the CLI, which waits for the whole answer) and at the top level
+  (a block there would run into what follows) a line being typed gets that one line. Inside a
+  multi-line construct (`if (` above the cursor) the block is the statement's: its closing
+  line, indented less than the cursor, does not end it.
   `foo({|})` is mid-line too, so a brace the editor auto-closed on the cursor's line gets a
   one-line body; after Enter the closer is on the next line and the block rules apply.
 - Text is handled with "\\n" line breaks and converted back to the file's ("\\r\\n") at the end.
@@ -161,8 +162,13 @@ class Suggestion:
     replace_suffix_chars: int = 0
 
 
-def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
-    """A function telling where to cut generated text: end of line, or end of the block."""
+def stop_rule(
+    context: CursorContext, *, typed_line_block: bool = False
+) -> Callable[[str], int | None]:
+    """A function telling where to cut generated text: end of line, or end of the block. A line
+    being typed gets its block only with `typed_line_block` (a caller that shows the first line
+    first and keeps the rest, and post-processing, which keeps what the generation wrote);
+    else that one line (the CLI and the benchmarks' other engines wait for the whole answer)."""
 
     def end_of_line(text: str) -> int | None:
         index = text.find("\n")
@@ -217,7 +223,7 @@ def stop_rule(context: CursorContext) -> Callable[[str], int | None]:
 
     if context.mid_line:
         return end_of_line
-    if context.typing_line and not statement_indent:
+    if context.typing_line and not (typed_line_block and statement_indent):
         return end_of_first_line  # at the top level a block would run into what follows
     return end_of_block
 
@@ -369,7 +375,7 @@ def cut_control_characters(suggestion: Suggestion, context: CursorContext) -> Su
 def limit_scope(suggestion: Suggestion, context: CursorContext) -> Suggestion:
     """The same cut as during generation: the rest of the line, or the indented block."""
     text = suggestion.text
-    cut = stop_rule(context)(text + "\n")
+    cut = stop_rule(context, typed_line_block=True)(text + "\n")
     return _with(suggestion, text if cut is None else text[:cut])
 
 

@@ -121,6 +121,24 @@ def test_stop_rule_after_an_opener_stops_at_the_same_level() -> None:
     assert cut("\n  return 1;\n}\n") == len("\n  return 1;")
 
 
+def test_stop_rule_a_typed_line_gets_its_block_only_when_asked() -> None:
+    before = "def f(values):\n    total = "
+    cursor = CursorContext.at(before, len(before))
+    text = "sum(values)\n    return total\ndef g():\n"
+    assert stop_rule(cursor)(text) == len("sum(values)")  # the CLI: that line
+    assert stop_rule(cursor, typed_line_block=True)(text) == len("sum(values)\n    return total")
+    top = CursorContext("total = ", "")  # at the top level: that line either way
+    assert stop_rule(top, typed_line_block=True)("sum(v)\nprint(total)\n") == len("sum(v)")
+
+
+def test_stop_rule_inside_an_open_construct_goes_past_its_closing_line() -> None:
+    before = "def f(self):\n    if (\n        "
+    cursor = CursorContext.at(before, len(before))
+    text = "ready := self.ready()\n    ) is not None:\n        go()\ndef g():\n"
+    expected = len("ready := self.ready()\n    ) is not None:\n        go()")
+    assert stop_rule(cursor)(text) == expected
+
+
 # --- individual rules ----------------------------------------------------------------------
 
 
