@@ -178,7 +178,9 @@ def stop_rule(
         # its line break is part of the suggestion.
         return index + 1 if context.at_line_start else index
 
-    statement_indent = context.statement_indent
+    if context.mid_line:
+        return end_of_line
+    statement_indent = context.statement_indent  # scans the lines above once, not per token
 
     def end_of_block(text: str) -> int | None:
         # Inside a multi-line construct (`if (` above), its closing line is not the end.
@@ -221,8 +223,6 @@ def stop_rule(
             return index if is_closer_line(text[line_start:index]) else 0
         return index
 
-    if context.mid_line:
-        return end_of_line
     if context.typing_line and not (typed_line_block and statement_indent):
         return end_of_first_line  # at the top level a block would run into what follows
     return end_of_block
