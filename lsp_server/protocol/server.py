@@ -188,19 +188,25 @@ class CoderLanguageServer(LanguageServer):
         return Snapshot(text, None, "")
 
     def notify_when_ready(
-        self, uri: str, version: int | None, position: types.Position, live: LiveGeneration
+        self,
+        uri: str,
+        version: int | None,
+        position: types.Position,
+        live: LiveGeneration,
+        shown: str,
     ) -> None:
-        """When `live` (left running by a request answered at its deadline: empty, or with the
-        words of a line written so far) ends with a suggestion while the document is unchanged,
-        tell the client (`coderLsp/completionReady` {textDocument: {uri, version}, position})
-        so that it asks again if its cursor is still there: the answer then comes from the
-        finished generation at once."""
+        """When `live` (left running by a request answered before it ended: empty at its
+        deadline, with the words of a line written so far, or with its first lines; `shown`
+        is what that answer showed) ends with another suggestion while the document is
+        unchanged, tell the client (`coderLsp/completionReady` {textDocument: {uri, version},
+        position}) so that it asks again if its cursor is still there: the answer then comes
+        from the finished generation at once."""
 
         async def watch() -> None:
             if not await asyncio.to_thread(live.wait_finished, READY_WATCH_S):
                 return
             result = live.result
-            if result is None or not result.text or self.version_of(uri) != version:
+            if result is None or result.text in ("", shown) or self.version_of(uri) != version:
                 return
             params = {
                 "textDocument": {"uri": uri, "version": version},

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Why a request got no suggestion, by the generation's finish reason (else "empty").
 EMPTY_OUTCOMES = {"cancelled": "cancelled", "deadline": "over the time budget"}
+# Answers given before their generation ended (nothing yet, a line's words, its first lines):
+# the client hears when the rest is ready.
+SHOWN_BEFORE_THE_END = ("deadline", "partial_line", "first_line")
 
 
 @dataclass(frozen=True)
@@ -166,8 +169,8 @@ async def suggest(
         result.generated_tokens,
         result.finish_reason,
     )
-    if done.pending is not None and result.finish_reason in ("deadline", "partial_line"):
-        ls.notify_when_ready(uri, cursor.version, position, done.pending)
+    if done.pending is not None and result.finish_reason in SHOWN_BEFORE_THE_END:
+        ls.notify_when_ready(uri, cursor.version, position, done.pending, done.text)
     if result.finish_reason in ("cancelled", "deadline") or not done.text:
         ls.outcomes[EMPTY_OUTCOMES.get(result.finish_reason, "empty")] += 1
         return None

@@ -4,10 +4,12 @@ driven by pytest-lsp with the capabilities of real editors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,10 @@ SERVER = [sys.executable, "-m", "lsp_server", "--log-level", "INFO"]
 STATS = Path(tempfile.gettempdir()) / f"coder-lsp-test-stats-{os.getpid()}.json"
 CALC = "def add(a, b):\n    '''Return the sum of a and b.'''\n    return \n"
 LONG = "def describe_every_planet():\n"
+STATS_HEAD = (
+    "def summary(values):\n"
+    "    '''Print the count, sum, mean, min and max of `values`, one line each.'''\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -259,18 +265,37 @@ async def test_surrogates_and_huge_documents_never_crash(
     assert (await execute(client, "coderLsp.status"))["state"] == "ready"
 
 
+async def announced(client: LanguageClient, uri: str) -> Any:
+    """The next `coderLsp/completionReady` for `uri` (those for other documents are skipped)."""
+    while True:
+        params = await client.wait_for_notification("coderLsp/completionReady")
+        if params.textDocument.uri == uri:
+            return params
+
+
+@contextlib.contextmanager
+def max_latency(client: LanguageClient, milliseconds: int) -> Iterator[None]:
+    """The server's `maxLatencyMs` set to `milliseconds` for a while, then its default."""
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"maxLatencyMs": milliseconds})
+    )
+    try:
+        yield
+    finally:
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"maxLatencyMs": 900})
+        )
+
+
 async def test_a_suggestion_over_budget_is_announced_when_ready(
     client: LanguageClient, workspace: Path
 ) -> None:
     # A budget nothing fits in: the answer is empty and the generation goes on.
-    client.workspace_did_change_configuration(
-        types.DidChangeConfigurationParams(settings={"maxLatencyMs": 1})
-    )
-    try:
+    with max_latency(client, 1):
         uri = (workspace / "budget.py").as_uri()
         text = "def circle_area(radius):\n    return "
         open_document(client, uri, text, version=7)
-        ready = asyncio.ensure_future(client.wait_for_notification("coderLsp/completionReady"))
+        ready = asyncio.ensure_future(announced(client, uri))
         assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11)) is None
         params = await asyncio.wait_for(ready, 120)
         assert params.textDocument.uri == uri and params.textDocument.version == 7
@@ -278,7 +303,26 @@ async def test_a_suggestion_over_budget_is_announced_when_ready(
         # Asked again, as the editor does on that notification: the finished answer, at once.
         again = await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
         assert again is not None and again.items[0].insert_text.strip()
-    finally:
-        client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"maxLatencyMs": 900})
-        )
+
+
+async def test_a_first_line_shown_first_is_announced_when_its_block_is_ready(
+    client: LanguageClient, workspace: Path
+) -> None:
+    # A budget the first line fits in: it is shown as soon as it is written.
+    with max_latency(client, 60000):
+        uri = (workspace / "stats.py").as_uri()
+        text = STATS_HEAD + "    "
+        open_document(client, uri, text, version=4)
+        ready = asyncio.ensure_future(announced(client, uri))
+        first = await client.text_document_inline_completion_async(inline_params(uri, 2, 4))
+        assert first is not None
+        line = first.items[0].insert_text
+        assert line.strip() and "\n" not in line.rstrip("\n"), line
+        params = await asyncio.wait_for(ready, 120)
+        assert params.textDocument.version == 4
+        assert (params.position.line, params.position.character) == (2, 4)
+        # Asked again: the whole block, which goes on from the line shown.
+        again = await client.text_document_inline_completion_async(inline_params(uri, 2, 4))
+        assert again is not None
+        block = again.items[0].insert_text
+        assert block.startswith(line) and len(block.strip().splitlines()) > 1, block

@@ -103,6 +103,28 @@ t.run({
     end, 5000, 'the whole suggestion after accepting the rest')
   end },
 
+  { 'a first line shown before its block is written grows to the block when the server has it', function()
+    local client = require('coder_lsp.lsp').client_for(0)
+    local function configure(settings)
+      require('coder_lsp.lsp').call(client, 'notify', 'workspace/didChangeConfiguration', { settings = settings })
+    end
+    -- A budget the first line fits in, and room for more lines than one.
+    configure({ maxLatencyMs = 60000, maxTokens = 64 })
+    local ok, err = pcall(function()
+      local first = type_and_wait('<CR>def summary(values):<CR>    # Print the count, sum, mean, min and max of values, one line each.<CR>    ')
+      t.ok(not vim.trim(first):find('\n'), 'the first line alone: ' .. vim.inspect(first))
+      local grown = t.wait_until(function()
+        local ghost = require('coder_lsp.inline').get()
+        return ghost and #ghost > #first and ghost
+      end, 60000, 'the ghost text to grow past ' .. vim.inspect(first))
+      t.eq(first, grown:sub(1, #first), 'the block goes on from the line shown')
+      t.ok(vim.trim(grown):find('\n'), 'more lines than one: ' .. vim.inspect(grown))
+      io.stdout:write(('\nfirst line %q grew to %q\n'):format(first, grown))
+    end)
+    configure({ maxLatencyMs = 900, maxTokens = 24 })
+    t.ok(ok, tostring(err))
+  end },
+
   { 'dismiss hides the ghost text; then <Tab> is an ordinary Tab', function()
     type_and_wait('    return ')
     t.type('<Plug>(coder-lsp-dismiss)', true)

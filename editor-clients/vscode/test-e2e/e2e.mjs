@@ -17,6 +17,8 @@ const vsix = process.argv[2] ?? fs.readdirSync(extensionDir).filter((f) => f.end
 const codeServer = path.join(here, 'node_modules', '.bin', 'code-server');
 const screenshots = path.join(extensionDir, 'screenshots');
 const TYPED = '    return ';
+// A function whose body the model writes as several lines, the first shown before the rest.
+const SUMMARY = ['', 'def summary(values):', '    # Print the count, sum, mean, min and max of values, one line each.', '    '];
 const results = [];
 
 function which(name) {
@@ -68,6 +70,8 @@ async function main() {
         'coderLsp.serverArgs': ['--log-file', path.join(work, 'server.log'), '--log-level', 'DEBUG'],
         'coderLsp.model': 'qwen2.5-coder-0.5b',
         'coderLsp.maxTokens': 24,
+        // A budget every first line fits in: what is shown first does not depend on the load.
+        'coderLsp.maxLatencyMs': 60000,
         'coderLsp.useContext': false,
         'editor.autoIndent': 'none',
         'editor.inlineSuggest.enabled': true,
@@ -168,6 +172,33 @@ async function main() {
       return python && python.shown >= 1 && python.accepted >= 1 && python.partial >= 1 ? python : undefined;
     }, 15000);
     check('the server counted the suggestion shown, partly accepted and accepted', true, JSON.stringify(counts));
+
+    // A first line shown before its block is written grows to the block when the server has it
+    // (coderLsp/completionReady, then the extension asks again), and Tab takes the block.
+    await page.keyboard.press('Control+End');
+    for (const line of SUMMARY) {
+      await page.keyboard.press('Enter');
+      await page.keyboard.type(line, { delay: 10 });
+    }
+    const shownGhost = async () =>
+      (await editor.locator('.ghost-text-decoration, .ghost-text').allInnerTexts()).map((t) => t.replace(/\u00a0/g, ' '));
+    const firstShown = await waitFor('ghost text for the summary body', async () => {
+      const parts = await shownGhost();
+      return parts.join('').trim() ? parts : undefined;
+    }, 60000);
+    const grown = await waitFor('the ghost text to grow to more lines', async () => {
+      const parts = await shownGhost();
+      return parts.join('\n').trim().split('\n').length > firstShown.join('\n').trim().split('\n').length ? parts : undefined;
+    }, 60000);
+    check('a first line shown first grows to its block', true, JSON.stringify({ first: firstShown, grown }));
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Control+S');
+    const block = await waitFor('the block saved to disk', async () => {
+      const text = fs.readFileSync(path.join(project, 'fib.py'), 'utf8');
+      const body = text.slice(text.indexOf(SUMMARY[2]) + SUMMARY[2].length).trim().split('\n');
+      return body.length > 1 ? body : undefined;
+    }, 15000);
+    check('Tab accepts the grown block', true, JSON.stringify(block));
 
     // Repair through VS Code's own code action menu (Ctrl+.), resolved with codeAction/resolve.
     await page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'calc.py' }).first().dblclick();

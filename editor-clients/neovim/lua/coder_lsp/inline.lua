@@ -169,7 +169,9 @@ local function suggestion_from(bufnr, client, item, row, col)
   }
 end
 
-local function request(bufnr, trigger)
+-- Ask for a suggestion at the cursor; with `keep`, a suggestion shown now stays when the
+-- answer has none.
+local function request(bufnr, trigger, keep)
   local state = buffers[bufnr]
   local client = client_of(state)
   if not client or not M.is_enabled() or bufnr ~= api.nvim_get_current_buf() or not in_insert_mode() then
@@ -200,6 +202,9 @@ local function request(bufnr, trigger)
     end
     local items = result and (result.items or result) or {}
     local suggestion = items[1] and suggestion_from(bufnr, client, items[1], row, col)
+    if not suggestion and keep then
+      return
+    end
     clear(bufnr)
     if not suggestion then
       return
@@ -459,8 +464,9 @@ function M.toggle()
   return M.enabled
 end
 
---- The server's `coderLsp/completionReady`: a suggestion it could not wait for is ready. Ask
---- again when the buffer, its version and the cursor are still as they were.
+--- The server's `coderLsp/completionReady`: a suggestion it could not wait for is ready (or
+--- the rest of one shown before it ended). Ask again when the buffer, its version and the
+--- cursor are still as they were; the answer replaces what is shown.
 function M.on_ready(params)
   if M.native() or type(params) ~= 'table' or type(params.textDocument) ~= 'table' then
     return
@@ -468,7 +474,7 @@ function M.on_ready(params)
   local bufnr = vim.uri_to_bufnr(params.textDocument.uri)
   local state = buffers[bufnr]
   local client = client_of(state)
-  if not client or state.suggestion or bufnr ~= api.nvim_get_current_buf() or not in_insert_mode() then
+  if not client or bufnr ~= api.nvim_get_current_buf() or not in_insert_mode() then
     return
   end
   if params.textDocument.version ~= vim.lsp.util.buf_versions[bufnr] then
@@ -477,7 +483,7 @@ function M.on_ready(params)
   local row, col = cursor()
   local line = api.nvim_buf_get_lines(bufnr, row, row + 1, true)[1] or ''
   if row == params.position.line and byte_col(line, params.position.character, client.offset_encoding) == col then
-    request(bufnr, TRIGGER_AUTOMATIC)
+    request(bufnr, TRIGGER_AUTOMATIC, true)
   end
 end
 
