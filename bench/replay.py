@@ -3,7 +3,7 @@ stdio, side by side with the server at a baseline revision and with llama-cpp-py
 
     python -m bench.replay [--configs new,today,llama] [--baseline 5f7fc42] [--model NAME]
         [--sessions 4] [--seed 0] [--pace-ms 100] [--open-ms 1000] [--timeout-s 30]
-        [--patience-ms MS]
+        [--patience-ms MS] [--read-ms MS]
         [--packages pygls,httpx,pathspec] [--log-dir DIR] [--plot out.png] [--json out.json]
 
 Workspace: the sources of installed packages we did not write (pygls 2, httpx, pathspec by
@@ -21,8 +21,13 @@ newline, `(`, `,`, `=`, `:`, `.`, and after 8 keys without a pause. With `--pati
 user waits at most that long at a pause and then types on, as a user does: a later answer is
 cancelled (`$/cancelRequest`, as editors do when the buffer changes) and counts as not shown
 (latency recorded as the patience, `late`), and the server's unfinished work meets the next
-keys. Then the session jumps to another function of the same file and then to a function of
-another file (opened then), and closes both files.
+keys. With `--read-ms` the user stays at every pause that long at least (counted from the
+question) and looks at the suggestion: a `coderLsp/completionReady` for that cursor meanwhile
+(the server finished a suggestion it answered before its end: empty, a line's words, or its
+first lines) is followed by one more request, as the editors do, whose answer replaces what
+was shown; the pause's latency stays the first answer's (`grown` counts these pauses). Then
+the session jumps to another function of the same file and then to a function of another file
+(opened then), and closes both files.
 
 Configurations:
 - `new`: the working tree this module lives in (`python -m lsp_server`, cwd and PYTHONPATH at
@@ -60,6 +65,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -75,7 +81,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,6 +99,7 @@ from context.workspaces import Workspaces
 from lsp_server.completion.pipeline import CompletionPipeline, after_heal
 from lsp_server.completion.postprocess import CursorContext, postprocess, stop_rule
 from lsp_server.protocol.options import ServerOptions
+from lsp_server.protocol.server import COMPLETION_READY
 from runtime import models
 from runtime.client import load_tokenizer
 from runtime.generate import GenerationConfig
@@ -311,6 +318,15 @@ def covered_chars(pauses: list[Pause]) -> int:
     return sum(len(body) for body in covered.values())
 
 
+def insert_text(result: Any) -> str:
+    """The first item's text of an inlineCompletion answer ("" for none)."""
+    items = result.items if isinstance(result, types.InlineCompletionList) else result
+    if not items:
+        return ""
+    insert = items[0].insert_text
+    return insert if isinstance(insert, str) else insert.value
+
+
 def common_prefix(one: Sequence[Any], two: Sequence[Any]) -> int:
     """Length of the longest common prefix."""
     return next(
@@ -332,6 +348,7 @@ class Driver(Protocol):
     name: str
     paced: bool  # whether typing time passes (servers work in the background meanwhile)
     patience_ms: float | None  # how long the user waits at a pause (None: for the answer)
+    read_ms: float  # how long the user stays at a pause at least (following completionReady)
 
     async def open(self, relative: str, text: str) -> None:
         """A file is opened in the editor."""
@@ -386,10 +403,14 @@ class ServerDriver:
         options: dict[str, Any],
         timeout_s: float,
         patience_ms: float | None = None,
+        read_ms: float = 0.0,
     ) -> None:
         self.name, self.command, self.cwd, self.env = name, command, cwd, env
         self.workspace, self.log_path, self.options = workspace, log_path, options
-        self.timeout_s, self.patience_ms = timeout_s, patience_ms
+        self.timeout_s, self.patience_ms, self.read_ms = timeout_s, patience_ms, read_ms
+        # coderLsp/completionReady heard since the last question: (uri, version, line, char)
+        self.announced: set[tuple[str, int | None, int, int]] = set()
+        self.announcement = asyncio.Event()
         self.late: list[tuple[float, Future[Any]]] = []  # cancelled requests not answered yet
         self.client = LanguageClient("bench-replay", "1")
         self.process: asyncio.subprocess.Process | None = None
@@ -428,6 +449,13 @@ class ServerDriver:
         self.client.feature(types.PROGRESS)(progress)
         self.client.feature(types.WINDOW_SHOW_MESSAGE)(show_message)
         self.client.feature(types.WINDOW_LOG_MESSAGE)(log_message)
+
+        def completion_ready(params: Any) -> None:
+            document, position = params.textDocument, params.position
+            self.announced.add((document.uri, document.version, position.line, position.character))
+            self.announcement.set()
+
+        self.client.feature(COMPLETION_READY)(completion_ready)
 
     def uri(self, relative: str) -> str:
         """The document URI of a workspace file."""
@@ -552,6 +580,7 @@ class ServerDriver:
             ),
         )
         msg_id = f"replay-{next(self._ids)}"
+        self.announced.clear()
         started = time.perf_counter()
         future: Future[Any] = self.client.protocol.send_request(
             types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
@@ -579,11 +608,45 @@ class ServerDriver:
             return Answer("", latency, f"error: {error}")
         latency = (time.perf_counter() - started) * 1000
         self.unanswered = 0
-        items = result.items if isinstance(result, types.InlineCompletionList) else result
-        if not items:
-            return Answer("", latency)
-        insert = items[0].insert_text
-        return Answer(insert if isinstance(insert, str) else insert.value, latency)
+        answer = Answer(insert_text(result), latency)
+        if self.read_ms:
+            answer = await self._read(relative, params, started, answer)
+        return answer
+
+    async def _read(
+        self, relative: str, params: types.InlineCompletionParams, started: float, answer: Answer
+    ) -> Answer:
+        """The user looks at `answer` until `read_ms` after asking (`started`): when the server
+        announces a suggestion for this cursor meanwhile, it is asked for once more and
+        replaces `answer` (`extra["grown_ms"]`: when it came, from `started`)."""
+        cursor = params.position
+        key = (params.text_document.uri, self.versions.get(relative), cursor.line, cursor.character)
+        until = started + self.read_ms / 1000
+        while key not in self.announced and time.perf_counter() < until:
+            self.announcement.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.announcement.wait(), until - time.perf_counter())
+        if key in self.announced:
+            future = self.client.protocol.send_request(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, params
+            )
+            try:
+                again = insert_text(
+                    await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+                )
+            except Exception as error:  # the first answer stands
+                self.errors[f"asked again: {error}"[:120]] += 1
+                again = ""
+            grown_ms = (time.perf_counter() - started) * 1000
+            extra = {**answer.extra, "asked_again": True}
+            if again:
+                answer = Answer(
+                    again, answer.latency_ms, answer.error, {**extra, "grown_ms": grown_ms}
+                )
+            else:
+                answer = replace(answer, extra=extra)
+        await asyncio.sleep(max(0.0, until - time.perf_counter()))
+        return answer
 
     def _check_late(self) -> None:
         """Raise ServerGone when a cancelled request is still unanswered after the timeout
@@ -779,14 +842,19 @@ def read_server_log(path: Path, pauses: list[Pause]) -> str:
     except OSError:
         return ""
     lines = LOG_LINE.findall(text)
-    if len(lines) == len(pauses):
-        for pause, (prompt, cached, generated, reason) in zip(pauses, lines, strict=True):
+    # A pause asked again (--read-ms) logged two requests: its own, then the second's.
+    if len(lines) == len(pauses) + sum(bool(pause.extra.get("asked_again")) for pause in pauses):
+        found = iter(lines)
+        for pause in pauses:
+            prompt, cached, generated, reason = next(found)
             pause.extra.update(
                 prompt_tokens=int(prompt),
                 cached_tokens=int(cached),
                 generated_tokens=int(generated),
                 finish=reason,
             )
+            if pause.extra.get("asked_again"):
+                pause.extra["finish_again"] = next(found)[3]
     loaded = LOADED_LINE.findall(text) or PREPARED_LINE.findall(text)
     return ", ".join(f"{name} {precision}" for name, precision in dict(loaded).items())
 
@@ -815,6 +883,7 @@ async def run_server(
         options,
         args.timeout_s,
         args.patience_ms,
+        args.read_ms,
     )
     run = ConfigRun(name, [])
     status: dict[str, Any] = {}
@@ -924,6 +993,7 @@ class LlamaDriver(PromptSide):
 
     name = "llama"
     paced = False  # slower answers than the patience count as late all the same
+    read_ms = 0.0  # one answer per pause: llama.vim's requests are not announced again
 
     def __init__(self, args: argparse.Namespace, workspace: Path) -> None:
         options = ServerOptions(model=args.model) if args.model else ServerOptions()
@@ -978,6 +1048,7 @@ class Summary:
     line_match: int
     accepted: int
     covered: int  # `covered_chars`
+    grown: int  # pauses whose suggestion was replaced by an announced one (--read-ms)
 
     @staticmethod
     def of(pauses: list[Pause]) -> Summary | None:
@@ -1003,6 +1074,7 @@ class Summary:
             sum(pause.line_match for pause in pauses),
             sum(pause.accepted_chars for pause in pauses),
             covered_chars(pauses),
+            sum("grown_ms" in pause.extra for pause in pauses),
         )
 
 
@@ -1032,14 +1104,15 @@ def results_table(runs: list[ConfigRun]) -> list[str]:
     rows = [
         "| config | pauses | p50 ms | p75 ms | p90 ms | p99 ms | over 1 s "
         "| first after open: mean / max ms (opens, shown) | shown | line match | acceptable chars "
-        "| each once | late | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| each once | grown | late | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         summary = Summary.of(run.pauses)
         if summary is None:
             rows.append(
-                f"| {run.name} | 0 | - | - | - | - | - | - | - | - | - | - | - | {run.failure} |"
+                f"| {run.name} | 0 | - | - | - | - | - | - | - | - | - | - | - | - "
+                f"| {run.failure} |"
             )
             continue
         rows.append(
@@ -1049,7 +1122,7 @@ def results_table(runs: list[ConfigRun]) -> list[str]:
             f"({summary.opens}, {summary.first_shown}) "
             f"| {_share(summary.shown, summary.pauses)} "
             f"| {_share(summary.line_match, summary.pauses)} | {summary.accepted} "
-            f"| {summary.covered} "
+            f"| {summary.covered} | {summary.grown} "
             f"| {_share(summary.late, summary.pauses)} "
             f"| {summary.errors}{' + ' + run.failure if run.failure else ''} |"
         )
@@ -1129,8 +1202,15 @@ def kinds_table(runs: list[ConfigRun]) -> list[str]:
 def _waiting(meta: dict[str, Any]) -> str:
     """How long the user waits at a pause."""
     patience = meta.get("patience_ms")
+    read = meta.get("read_ms") or 0.0
+    reading = (
+        f"; the user stays {read:.0f} ms at a pause at least, and a suggestion the server "
+        "announces meanwhile (`coderLsp/completionReady`) is asked for again and shown (`grown`)"
+        if read
+        else ""
+    )
     if patience is None:
-        return f"answers awaited up to {meta['timeout_s']:.0f} s"
+        return f"answers awaited up to {meta['timeout_s']:.0f} s{reading}"
     return (
         f"the user waits at most {patience:.0f} ms at a pause, then types on (a later answer "
         "is cancelled, counted `late` and not shown; its latency is counted as the wait)"
@@ -1248,6 +1328,7 @@ def run_configs(args: argparse.Namespace, scratch: Path) -> tuple[list[ConfigRun
         "open_ms": args.open_ms,
         "timeout_s": args.timeout_s,
         "patience_ms": args.patience_ms,
+        "read_ms": args.read_ms,
     }
     chosen = [name for name in CONFIGS if name in args.configs.split(",")]
     chosen[1:1] = list(args.variants)  # working-tree variants run right after `new`
@@ -1290,6 +1371,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--patience-ms", type=float, help="the user types on after this long at a pause"
     )
+    parser.add_argument(
+        "--read-ms",
+        type=float,
+        default=0.0,
+        help="the user stays at a pause this long at least, following completionReady",
+    )
     parser.add_argument("--load-timeout-s", type=float, default=1200.0)
     parser.add_argument("--packages", default=",".join(DEFAULT_PACKAGES))
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
@@ -1312,6 +1399,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.configs.split(",")) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
+    if args.patience_ms is not None and args.read_ms:
+        parser.error("--patience-ms and --read-ms: a user either types on or stays")
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
