@@ -348,7 +348,6 @@ class Driver(Protocol):
     name: str
     paced: bool  # whether typing time passes (servers work in the background meanwhile)
     patience_ms: float | None  # how long the user waits at a pause (None: for the answer)
-    read_ms: float  # how long the user stays at a pause at least (following completionReady)
 
     async def open(self, relative: str, text: str) -> None:
         """A file is opened in the editor."""
@@ -993,7 +992,6 @@ class LlamaDriver(PromptSide):
 
     name = "llama"
     paced = False  # slower answers than the patience count as late all the same
-    read_ms = 0.0  # one answer per pause: llama.vim's requests are not announced again
 
     def __init__(self, args: argparse.Namespace, workspace: Path) -> None:
         options = ServerOptions(model=args.model) if args.model else ServerOptions()
