@@ -24,6 +24,7 @@ from lsp_server.completion.live import (
     Completion,
     LiveGeneration,
     after_heal,
+    complete_lines,
     first_lines_only,
     word_cuts,
 )
@@ -56,8 +57,11 @@ def _finished(
     source: str,
 ) -> tuple[Completion, str]:
     """The completion a generation's `result` gives at `cursor`, and the typed text its
-    tokens spell before the answer (what `heal` left out of the prompt)."""
+    tokens spell before the answer (what `heal` left out of the prompt). A block the token
+    limit cut keeps its whole lines: its last line is half written."""
     answer = after_heal(result.text, heal)
+    if result.finish_reason == "length":
+        answer = complete_lines(answer) or answer
     shown = postprocess(answer, cursor)
     done = Completion("", 0, prompt, result, latency_ms, source)
     if shown is not None:

@@ -142,6 +142,25 @@ def test_first_line_first_then_the_rest_from_the_forward_cache(
 
 
 @pytest.mark.slow
+def test_a_block_the_token_limit_cut_keeps_its_whole_lines(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "stats.py"
+    text = SUMMARY + "    "
+    path.write_text(text)
+    cut = CompletionPipeline(engine, warm=False).complete(
+        path, text, len(text), use_context=False, max_tokens=24
+    )
+    whole = CompletionPipeline(engine, warm=False).complete(
+        path, text, len(text), use_context=False, max_tokens=64
+    )
+    assert cut.result.finish_reason == "length", cut
+    # Greedy: the longer answer goes on from the cut one, whose last line is whole.
+    assert "\n" in cut.text and whole.text.startswith(cut.text), (cut.text, whole.text)
+    assert whole.text[len(cut.text)] == "\n", (cut.text, whole.text)
+
+
+@pytest.mark.slow
 def test_a_deadline_answers_empty_and_the_generation_answers_the_next_pause(
     engine: LocalEngine, tmp_path: Path
 ) -> None:
