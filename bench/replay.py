@@ -616,8 +616,8 @@ class ServerDriver:
         self, relative: str, params: types.InlineCompletionParams, started: float, answer: Answer
     ) -> Answer:
         """The user looks at `answer` until `read_ms` after asking (`started`): when the server
-        announces a suggestion for this cursor meanwhile, it is asked for once more and
-        replaces `answer` (`extra["grown_ms"]`: when it came, from `started`)."""
+        announces a suggestion for this cursor meanwhile, it is asked for once more and another
+        text replaces `answer` (`extra["grown_ms"]`: when it came, from `started`)."""
         cursor = params.position
         key = (params.text_document.uri, self.versions.get(relative), cursor.line, cursor.character)
         until = started + self.read_ms / 1000
@@ -638,7 +638,7 @@ class ServerDriver:
                 again = ""
             grown_ms = (time.perf_counter() - started) * 1000
             extra = {**answer.extra, "asked_again": True}
-            if again:
+            if again and again != answer.text:
                 answer = Answer(
                     again, answer.latency_ms, answer.error, {**extra, "grown_ms": grown_ms}
                 )
