@@ -19,6 +19,8 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from lsp_server.protocol.options import ServerOptions
+
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 MODEL = "qwen2.5-coder-0.5b"
@@ -275,7 +277,7 @@ async def announced(client: LanguageClient, uri: str) -> Any:
 
 @contextlib.contextmanager
 def max_latency(client: LanguageClient, milliseconds: int) -> Iterator[None]:
-    """The server's `maxLatencyMs` set to `milliseconds` for a while, then its default."""
+    """The server's `maxLatencyMs` set to `milliseconds` for a while, then back to its default."""
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(settings={"maxLatencyMs": milliseconds})
     )
@@ -283,7 +285,9 @@ def max_latency(client: LanguageClient, milliseconds: int) -> Iterator[None]:
         yield
     finally:
         client.workspace_did_change_configuration(
-            types.DidChangeConfigurationParams(settings={"maxLatencyMs": 900})
+            types.DidChangeConfigurationParams(
+                settings={"maxLatencyMs": ServerOptions().max_latency_ms}
+            )
         )
 
 
