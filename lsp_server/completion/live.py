@@ -146,6 +146,7 @@ class LiveGeneration:
     result: Completion | None = None  # set when it ends, with `error` if it failed
     error: Exception | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
+    _on_finish: list[Callable[[], None]] = field(default_factory=list)
 
     def push(self, piece: str) -> None:
         """More generated text (called from the generating thread)."""
@@ -154,10 +155,23 @@ class LiveGeneration:
             self.changed.notify_all()
 
     def finish(self) -> None:
-        """The generation ended (its result is in the forward cache, if worth showing)."""
+        """The generation ended (its result is in the forward cache, if worth showing): wake
+        the waiting requests and call what `when_finished` registered."""
         with self.changed:
             self.finished = True
             self.changed.notify_all()
+            callbacks, self._on_finish = self._on_finish, []
+        for callback in callbacks:
+            callback()
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the generation ends (from the generating thread), or now if it
+        has ended."""
+        with self.changed:
+            if not self.finished:
+                self._on_finish.append(callback)
+                return
+        callback()
 
     def answer(self) -> str:
         """The answer so far, after the healed text; "" while the model is still writing it."""
@@ -192,11 +206,6 @@ class LiveGeneration:
         if not answer.startswith(typed):
             return ""
         return complete_lines(answer[len(typed) :])
-
-    def wait_finished(self, timeout_s: float) -> bool:
-        """Block until the generation has ended (True) or `timeout_s` passed (False)."""
-        with self.changed:
-            return self.changed.wait_for(lambda: self.finished, timeout_s)
 
     def wait(self, timeout_s: float) -> None:
         """Block until more text arrives, the generation ends or `timeout_s` passes."""

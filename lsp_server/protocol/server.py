@@ -4,6 +4,7 @@ background model load. Features live in lsp_server/protocol/features/, one modul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections import Counter
@@ -38,7 +39,6 @@ VERSION = "0.1.0"
 MAX_DOCUMENT_BYTES = 1 << 20  # an unopened document bigger than this is not read
 # Sent when a suggestion a request could not wait for is ready (see notify_when_ready).
 COMPLETION_READY = "coderLsp/completionReady"
-READY_WATCH_S = 120.0
 
 
 class EngineState(Enum):
@@ -66,6 +66,16 @@ class Snapshot:
     text: str
     version: int | None
     language_id: str
+
+
+@dataclass(frozen=True)
+class ReadyAsk:
+    """The answer a generation gave before it ended: where, and what it showed."""
+
+    uri: str
+    version: int | None
+    position: types.Position
+    shown: str
 
 
 class CoderProtocol(LanguageServerProtocol):
@@ -123,7 +133,9 @@ class CoderLanguageServer(LanguageServer):
         # Outcomes of completion requests (answered, empty, cancelled, superseded, stale, ...).
         self.outcomes: Counter[str] = Counter()
         self.feedback = FeedbackStats()
-        self._watches: set[asyncio.Future[None]] = set()  # see notify_when_ready
+        # Per generation answered before its end, the newest answer's cursor and shown text
+        # (see notify_when_ready), keyed by id(generation).
+        self._ready_asks: dict[int, ReadyAsk] = {}
 
     def apply_options(self, options: ServerOptions) -> None:
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
@@ -200,23 +212,35 @@ class CoderLanguageServer(LanguageServer):
         is what that answer showed) ends with another suggestion while the document is
         unchanged, tell the client (`coderLsp/completionReady` {textDocument: {uri, version},
         position}) so that it asks again if its cursor is still there: the answer then comes
-        from the finished generation at once."""
+        from the finished generation at once. Several answers from one generation (the user
+        typing along it) make one watch: the newest answer's cursor replaces the older ones."""
+        key = id(live)
+        watched = key in self._ready_asks
+        self._ready_asks[key] = ReadyAsk(uri, version, position, shown)
+        if watched:
+            return
+        loop = asyncio.get_running_loop()
 
-        async def watch() -> None:
-            if not await asyncio.to_thread(live.wait_finished, READY_WATCH_S):
-                return
-            result = live.result
-            if result is None or result.text in ("", shown) or self.version_of(uri) != version:
-                return
-            params = {
-                "textDocument": {"uri": uri, "version": version},
-                "position": {"line": position.line, "character": position.character},
-            }
-            self.protocol.notify(COMPLETION_READY, params)
+        def finished() -> None:  # on the generating thread
+            with contextlib.suppress(RuntimeError):  # the event loop has closed: server gone
+                loop.call_soon_threadsafe(self._announce, live)
 
-        task = asyncio.ensure_future(watch())
-        self._watches.add(task)
-        task.add_done_callback(self._watches.discard)
+        live.when_finished(finished)
+
+    def _announce(self, live: LiveGeneration) -> None:
+        """Send `completionReady` for `live`, which has ended, if its suggestion is new to the
+        newest cursor it answered and that document is unchanged (see notify_when_ready)."""
+        ask = self._ready_asks.pop(id(live), None)
+        result = live.result
+        if ask is None or result is None or result.text in ("", ask.shown):
+            return
+        if self.version_of(ask.uri) != ask.version:
+            return
+        params = {
+            "textDocument": {"uri": ask.uri, "version": ask.version},
+            "position": {"line": ask.position.line, "character": ask.position.character},
+        }
+        self.protocol.notify(COMPLETION_READY, params)
 
     def version_of(self, uri: str) -> int | None:
         """The open buffer's version of `uri` (None when it is not open)."""

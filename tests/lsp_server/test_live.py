@@ -87,6 +87,19 @@ def test_typing_that_agrees_with_the_text_so_far_follows_the_generation() -> Non
     assert live.typed("m.py", BLOCK + "        total += value\n    ret", "\n") is None
 
 
+def test_what_waits_for_the_end_is_called_once_when_it_comes() -> None:
+    live = live_at(BLOCK)
+    calls: list[str] = []
+    live.when_finished(lambda: calls.append("registered before"))
+    live.push("        total += value\n")
+    assert calls == []
+    live.finish()
+    assert calls == ["registered before"]
+    live.when_finished(lambda: calls.append("registered after"))  # called at once
+    live.finish()  # ends once: nothing is called again
+    assert calls == ["registered before", "registered after"]
+
+
 def test_early_lines_only_for_a_block() -> None:
     live = live_at(BLOCK)
     live.push("        total += value\n        count")
