@@ -2,8 +2,8 @@
 stdio, side by side with the server at a baseline revision and with llama-cpp-python.
 
     python -m bench.replay [--configs new,today,llama] [--baseline 5f7fc42] [--model NAME]
-        [--sessions 4] [--seed 0] [--pace-ms 100] [--open-ms 1000] [--timeout-s 30]
-        [--patience-ms MS] [--read-ms MS]
+        [--sessions 4] [--seed 0] [--plan jumps|callers] [--pace-ms 100] [--open-ms 1000]
+        [--timeout-s 30] [--patience-ms MS] [--read-ms MS]
         [--packages pygls,httpx,pathspec] [--log-dir DIR] [--plot out.png] [--json out.json]
 
 Workspace: the sources of installed packages we did not write (pygls 2, httpx, pathspec by
@@ -27,7 +27,9 @@ question) and looks at the suggestion: a `coderLsp/completionReady` for that cur
 first lines) is followed by one more request, as the editors do, whose answer replaces what
 was shown; the pause's latency stays the first answer's (`grown` counts these pauses). Then
 the session jumps to another function of the same file and then to a function of another file
-(opened then), and closes both files.
+(opened then), and closes both files. With `--plan callers` a session is a helper written,
+then used: the body of a function, then in another file the body of a function that calls it
+(imported there by name), as a user who adds a helper and then its first caller.
 
 Configurations:
 - `new`: the working tree this module lives in (`python -m lsp_server`, cwd and PYTHONPATH at
@@ -229,6 +231,57 @@ def plan_sessions(workspace: Path, count: int, seed: int) -> list[list[Visit]]:
             bodies[body.relative].remove(body)
         rich = [relative for relative in rich if len(bodies[relative]) >= 2]
     return sessions
+
+
+def plan_callers(workspace: Path, count: int, seed: int) -> list[list[Visit]]:
+    """`count` sessions of a helper written, then used: the body of a function, then the body
+    of a function of another file that calls it (imported there by name); no body twice."""
+    files = sorted(str(path.relative_to(workspace)) for path in workspace.rglob("*.py"))
+    bodies = {relative: find_bodies(workspace, relative) for relative in files}
+    by_name = {(body.relative, body.function): body for found in bodies.values() for body in found}
+    pairs = []
+    for relative in files:
+        imported = _imported_functions(workspace, relative)
+        for body in bodies[relative]:
+            for name in dict.fromkeys(CALLED.findall(body.text)):
+                helper = by_name.get(imported.get(name, ("", "")))
+                if helper is not None:
+                    pairs.append((helper, body))
+    random.Random(seed).shuffle(pairs)
+    sessions: list[list[Visit]] = []
+    used: set[Body] = set()
+    for helper, caller in pairs:
+        if len(sessions) < count and not {helper, caller} & used:
+            sessions.append([Visit(helper, True), Visit(caller, True)])
+            used |= {helper, caller}
+    return sessions
+
+
+PLANS = {"jumps": plan_sessions, "callers": plan_callers}
+CALLED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\(")
+
+
+def _imported_functions(workspace: Path, relative: str) -> dict[str, tuple[str, str]]:
+    """Names `relative` imports by name from another file of the workspace (`from m import
+    f as g`, relative or absolute): g -> (that file, f)."""
+    try:
+        tree = ast.parse((workspace / relative).read_text(encoding="utf-8"))
+    except SyntaxError:
+        return {}
+    package = Path(relative).parent
+    found = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.level - 1 > len(package.parents):
+            continue
+        base = package.parents[node.level - 2] if node.level > 1 else package
+        parts = (node.module or "").split(".") if node.module else []
+        module = (base if node.level else Path()) / Path(*parts) if parts else base
+        for candidate in (module.with_suffix(".py"), module / "__init__.py"):
+            if (workspace / candidate).is_file() and str(candidate) != relative:
+                for alias in node.names:
+                    found[alias.asname or alias.name] = (str(candidate), alias.name)
+                break
+    return found
 
 
 def keystrokes(text: str) -> list[str]:
@@ -910,7 +963,7 @@ def run_llama(args: argparse.Namespace, workspace: Path, new: ConfigRun | None) 
     out = args.log_dir / "llama-pauses.jsonl"
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "bench.replay", "--llama-worker", str(workspace), str(out)]
-    command += ["--sessions", str(args.sessions), "--seed", str(args.seed)]
+    command += ["--sessions", str(args.sessions), "--seed", str(args.seed), "--plan", args.plan]
     command += ["--threads", str(args.threads)] + (["--model", args.model] if args.model else [])
     done = subprocess.run(command, cwd=REPO, check=False)
     pauses = [Pause(**json.loads(line)) for line in _lines(out)]
@@ -947,7 +1000,7 @@ def llama_worker(args: argparse.Namespace) -> int:
     """The `llama` configuration in this process, each body's pauses appended to a JSON-lines
     file as soon as they are measured."""
     workspace, out = Path(args.llama_worker[0]), Path(args.llama_worker[1])
-    sessions = plan_sessions(workspace, args.sessions, args.seed)
+    sessions = PLANS[args.plan](workspace, args.sessions, args.seed)
     driver = LlamaDriver(args, workspace)
 
     def keep(pauses: list[Pause]) -> None:
@@ -1310,7 +1363,7 @@ CONFIGS = ("new", "today", "llama")
 def run_configs(args: argparse.Namespace, scratch: Path) -> tuple[list[ConfigRun], dict[str, Any]]:
     """Build the workspace and the sessions, then run the configurations one after another."""
     workspace = make_workspace(args.packages.split(","), scratch)
-    sessions = plan_sessions(workspace, args.sessions, args.seed)
+    sessions = PLANS[args.plan](workspace, args.sessions, args.seed)
     visits = [visit for session in sessions for visit in session]
     meta = {
         "machine": machine(),
@@ -1319,6 +1372,7 @@ def run_configs(args: argparse.Namespace, scratch: Path) -> tuple[list[ConfigRun
         "model": args.model or f"{ServerOptions().model} (the server's default)",
         "workspace": f"{args.packages} ({len(list(workspace.rglob('*.py')))} Python files)",
         "sessions": args.sessions,
+        "plan": args.plan,
         "seed": args.seed,
         "bodies": len(visits),
         "chars": sum(len(visit.body.text) for visit in visits),
@@ -1363,6 +1417,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model NAME sent to the server (default: its own)")
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plan",
+        choices=("jumps", "callers"),
+        default="jumps",
+        help="sessions: two functions of a file and one of another, or a helper then its caller",
+    )
     parser.add_argument("--pace-ms", type=float, default=100.0, help="typing time per key")
     parser.add_argument("--open-ms", type=float, default=1000.0, help="open file -> deletion")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="longest wait per answer")

@@ -30,6 +30,7 @@ from context.files import (
     path_refusal,
     read_source,
 )
+from context.recent import RecentEdits
 from context.redaction import redact_secrets
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class WorkspaceIndex:
         self._cache: OrderedDict[str, tuple[Stamp, str | None]] = OrderedDict()
         self._cached_chars = 0
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self.edits = RecentEdits()  # what the user changed in the open buffers, lately
         self._listeners: list[Listener] = []
         self._version = 0
 
@@ -399,7 +401,8 @@ class WorkspaceIndex:
         return EXCLUDED
 
     def set_buffer(self, rel_path: str, text: str) -> None:
-        """The editor opened or changed `rel_path`: its text now overrides the disk.
+        """The editor opened or changed `rel_path`: its text now overrides the disk (and what
+        changed is noted in `edits`).
 
         Buffers that `refusal` turns down (secret or ignored files, links to secrets, FIFOs)
         are never stored, so an open `.env` or `helpers.py -> .env` cannot leak into a prompt.
@@ -412,9 +415,12 @@ class WorkspaceIndex:
                 self.close_buffer(clean)
             return
         with self._lock:
+            before = self._buffers.get(clean)
             self._buffers[clean] = _Buffer(text)
             self._touch_recent(clean)
             self._version += 1
+        if before is not None:
+            self.edits.note(clean, before.text, text)
         self._notify({clean})
 
     def close_buffer(self, rel_path: str) -> None:
@@ -426,6 +432,7 @@ class WorkspaceIndex:
             if self._buffers.pop(clean, None) is None:
                 return
             self._version += 1
+        self.edits.forget(clean)
         self._notify({clean})
 
     def _touch_recent(self, path: str) -> None:

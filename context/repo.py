@@ -17,7 +17,7 @@ from context.imports import WorkspaceLayout, config_paths, extract_imports, reso
 from context.index import WorkspaceIndex
 from context.parsing import language_for_path
 from context.prompt import ContextPiece, TokenCounter, select_context
-from context.similar import SimilarCode, snippet_pieces
+from context.similar import SimilarCode, fit_snippet, snippet_pieces
 from context.snippets import identifiers, outline
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ MIN_OUTLINED_BUDGET = 512
 # Tokens of the repository budget for code like the cursor's (`context.similar`), at most.
 SIMILAR_TOKENS = 128
 SIMILAR_FILES = 256  # files searched for it, at most (their lines are cached)
+# Tokens of the repository budget for code the user edited lately in other files
+# (`context.recent`), at most.
+RECENT_TOKENS = 96
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class RepoContext:
         self._definitions = DefinitionResolver(index.text)
         self._similar = SimilarCode(index.text)
         self.similar_tokens = SIMILAR_TOKENS
+        self.recent_tokens = RECENT_TOKENS
         self._lock = threading.Lock()
         index.add_listener(self._on_change)
 
@@ -124,13 +128,16 @@ class RepoContext:
         outlines left, next to the current file; below `MIN_OUTLINED_BUDGET` they get the whole
         budget, no outlines. Last come lines of other files that start as the cursor's line
         does (`context.similar`), in up to `similar_tokens` of the budget, claimed before the
-        definitions. Without the cursor, outlines get the whole budget.
+        definitions; and before the definitions, what the user edited lately in other files
+        (`context.recent`), in up to `recent_tokens`. Without the cursor, outlines get the
+        whole budget.
 
         The choice only grows while the cursor stays in one function: a definition the code
         starts to use there, or a line found elsewhere for a new line, is appended (if it
         fits) after those already shown, which stay byte-identical, so the model re-reads the
         new piece and the current file, not the whole repository part. A move to another
-        function, or a change to the files or imports the outlines come from, chooses afresh.
+        function, a change to the files or imports the outlines come from, or an edit in
+        another file, chooses afresh.
         """
         with self._lock:
             resolved = Resolved(None, [])
@@ -145,6 +152,8 @@ class RepoContext:
                 tuple((path, self._changes[path]) for path in ranked),
                 text is not None,
                 self.similar_tokens,
+                self.recent_tokens,
+                tuple(self.index.edits.regions(current)),
             )
             memo = self._memo.get(current)
             cursor_at = (text, offset) if text is not None and offset is not None else None
@@ -167,8 +176,8 @@ class RepoContext:
         cursor_at: tuple[str, int] | None,
     ) -> _Memo:
         """The repository part chosen afresh: outlines (within `OUTLINE_SHARE` of the budget when
-        there is a cursor, none below `MIN_OUTLINED_BUDGET`), then the definitions that fit,
-        then code like the cursor's."""
+        there is a cursor, none below `MIN_OUTLINED_BUDGET`), code edited lately elsewhere,
+        then the definitions that fit, then code like the cursor's."""
         pieces = self._outlines(
             current, ranked, count, _outline_budget(budget_tokens, cursor_at is not None)
         )
@@ -178,10 +187,38 @@ class RepoContext:
         # Code like the cursor's claims its share before the definitions, and goes last.
         with_similar = self._grow_similar(memo, current, cursor_at, count)
         similar = with_similar.pieces[len(pieces) :]
+        recent, left = self._recent(current, pieces, count, with_similar.left, cursor_at)
         memo = self._grow(
-            replace(with_similar, pieces=pieces), current, resolved.definitions, count
+            replace(with_similar, pieces=pieces + recent, left=left),
+            current,
+            resolved.definitions,
+            count,
         )
         return replace(memo, pieces=memo.pieces + similar)
+
+    def _recent(
+        self,
+        current: str,
+        pieces: list[ContextPiece],
+        count: TokenCounter,
+        left: int,
+        cursor_at: tuple[str, int] | None,
+    ) -> tuple[list[ContextPiece], int]:
+        """Pieces of what the user edited lately in other files (`context.recent`, newest
+        first; none from a file `pieces` show whole), in up to `recent_tokens` of the `left`
+        tokens, a region too long for what is left cut to its first lines; and the tokens
+        left."""
+        room = min(self.recent_tokens, left)
+        if cursor_at is None or room <= 0:
+            return [], left
+        whole = {piece.path for piece in pieces if not piece.outlined}
+        found = [
+            fitted
+            for snippet in self.index.edits.snippets(current, self.index.text)
+            if snippet.path not in whole and (fitted := fit_snippet(snippet, count, room))
+        ]
+        chosen, room_left = snippet_pieces(found, count, room)
+        return chosen, left - (room - room_left)
 
     def _grow_similar(
         self, memo: _Memo, current: str, cursor_at: tuple[str, int] | None, count: TokenCounter

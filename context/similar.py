@@ -23,7 +23,7 @@ import keyword
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from context.prompt import ContextPiece, TokenCounter
 
@@ -168,3 +168,15 @@ def snippet_pieces(
             pieces.append(piece)
             left -= cost
     return pieces, left
+
+
+def fit_snippet(snippet: Snippet, count: TokenCounter, budget_tokens: int) -> Snippet | None:
+    """`snippet` as a piece of at most `budget_tokens` (its text and the <|file_sep|> token):
+    whole, or its first lines; None when not even the first fits."""
+    lines = snippet.text.split("\n")
+    while lines:
+        cut = replace(snippet, text="\n".join(lines))
+        if count(ContextPiece(cut.path, cut.text, outlined=True).text()) + 1 <= budget_tokens:
+            return cut
+        lines = lines[: len(lines) * 3 // 4]
+    return None

@@ -1,0 +1,176 @@
+"""Code the user edited lately in other files, as a source of repository context.
+
+Continue puts the ranges the user edited recently into its prompts, Copilot the neighbouring
+tabs: what the user just wrote elsewhere is often what the line at the cursor calls or mirrors
+(a helper written in one module, then used in another). The workspace index reports every
+change of an editor buffer; the lines it changed are kept as regions (the newest `REGIONS`; an
+edit within `NEAR_LINES` of a region of its file extends that region) until the buffer is
+closed, and a prompt shows the newest regions of files other than the cursor's, each widened
+to the top-level statements that hold it (the function written, not only its last line),
+`MAX_LINES` at most.
+
+Only buffers the index accepts are noted (never a secret or an ignored file), and the text
+shown is the index's text of the file now, so a region of a file that became unreadable shows
+nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from context.similar import Snippet, Source
+
+REGIONS = 8  # regions kept, newest first
+NEAR_LINES = 3  # an edit this close to a region of its file extends it
+MAX_LINES = 30  # lines of one region shown at most
+CLOSERS = ("}", ")", "]", "end")  # a top-level block's last line in brace-like languages
+
+
+@dataclass(frozen=True)
+class Region:
+    """Lines `first`..`last` (0-based, inclusive) of `path`'s text after its latest edit."""
+
+    path: str
+    first: int
+    last: int
+
+
+class Change(NamedTuple):
+    """Where two texts differ, in lines (0-based): lines `first`..`old_end` of the old text
+    became `first`..`new_end` of the new one (`old_end` / `new_end`: where the unchanged rest
+    starts), `last` being the last line of the new text with a changed character."""
+
+    first: int
+    old_end: int
+    new_end: int
+    last: int
+
+
+def changed_lines(old: str, new: str) -> Change | None:
+    """Where `new` differs from `old`, in lines; None when they are equal."""
+    if old == new:
+        return None
+    start = _common_prefix(old, new)
+    end = _common_prefix(old[start:][::-1], new[start:][::-1])
+    stop = len(new) - end
+    first = new.count("\n", 0, start)
+    last = new.count("\n", 0, stop - 1) if stop > start else first
+    return Change(first, old.count("\n", 0, len(old) - end), new.count("\n", 0, stop), last)
+
+
+def _common_prefix(one: str, two: str) -> int:
+    """The length of the longest common start of `one` and `two` (by halving, so the
+    comparisons run over whole slices)."""
+    low, high = 0, min(len(one), len(two))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if one[:middle] == two[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class RecentEdits:
+    """The regions of the workspace the user edited lately (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._regions: list[Region] = []  # oldest first
+        self._lock = threading.Lock()
+
+    def note(self, path: str, old: str, new: str) -> None:
+        """The buffer of `path` changed from `old` to `new`."""
+        change = changed_lines(old, new)
+        if change is None:
+            return
+        shift = change.new_end - change.old_end  # lines the edit added (removed: < 0)
+        with self._lock:
+            kept, merged = [], Region(path, change.first, max(change.first, change.last))
+            for region in self._regions:
+                near = (change.first - NEAR_LINES, change.old_end + NEAR_LINES)
+                if region.path != path:
+                    kept.append(region)
+                elif region.last >= near[0] and region.first <= near[1]:
+                    last = region.last + shift if region.last > change.old_end else 0
+                    merged = Region(path, min(region.first, merged.first), max(last, merged.last))
+                elif region.first > change.old_end:  # below the edit
+                    kept.append(Region(path, region.first + shift, region.last + shift))
+                else:
+                    kept.append(region)
+            self._regions = [*kept, merged][-REGIONS:]
+
+    def forget(self, path: str) -> None:
+        """The editor closed `path`: its edits are no longer a source (as Copilot's
+        neighbouring tabs are the open ones)."""
+        with self._lock:
+            self._regions = [region for region in self._regions if region.path != path]
+
+    def regions(self, current: str) -> list[Region]:
+        """The regions of files other than `current`, newest first."""
+        with self._lock:
+            return [region for region in reversed(self._regions) if region.path != current]
+
+    def snippets(self, current: str, source: Source) -> list[Snippet]:
+        """The text of each region of a file other than `current` (`source`: a file's text
+        now, or None), widened to the top-level statements holding it, newest first."""
+        found = []
+        for region in self.regions(current):
+            text = source(region.path)
+            if text is None:
+                continue
+            lines = text.split("\n")
+            start, end = _top_level_span(lines, region)
+            shown = "\n".join(lines[start : end + 1]).strip("\n")
+            if shown.strip():
+                found.append(Snippet(region.path, start, shown, 1.0))
+        return found
+
+
+def _top_level_span(lines: list[str], region: Region) -> tuple[int, int]:
+    """Lines (first, last) of the top-level statements holding `region` in `lines`: from the
+    nearest unindented line at or above its first line to the line before the next unindented
+    one below its last (a closing brace there still belongs to it); when they are more than
+    `MAX_LINES`, that many from the line that opens the block holding the region's first line
+    (a method's `def` in a long class)."""
+    first = min(region.first, len(lines) - 1)
+    last = min(max(region.last, first), len(lines) - 1)
+    while first < last and not lines[first].strip():  # blank lines say nothing of where
+        first += 1
+    while last > first and not lines[last].strip():
+        last -= 1
+    start = first
+    while start > 0 and not _unindented(lines[start]):
+        start -= 1
+    end = last
+    while end + 1 < len(lines) and not _starts_statement(lines[end + 1]):
+        end += 1
+    if end - start + 1 > MAX_LINES:
+        start = _opener(lines, first, start)
+        end = min(end, start + MAX_LINES - 1)
+    return start, end
+
+
+def _opener(lines: list[str], first: int, top: int) -> int:
+    """The nearest line above `first`, down to `top`, indented less than `first` (the line
+    that opens its block), else `first`."""
+    indent = _indent(lines[first])
+    for number in range(first - 1, top - 1, -1):
+        if lines[number].strip() and _indent(lines[number]) < indent:
+            return number
+    return first
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _unindented(line: str) -> bool:
+    """Whether `line` holds code that starts at the first column."""
+    return bool(line.strip()) and not line[0].isspace()
+
+
+def _starts_statement(line: str) -> bool:
+    """Whether `line` starts another top-level statement (unindented, not a closer)."""
+    return _unindented(line) and not line.startswith(CLOSERS)
