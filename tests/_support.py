@@ -6,6 +6,8 @@ from pathlib import Path
 
 import git
 
+from context.index import WorkspaceIndex
+
 
 def write(root: Path, rel: str, content: str | bytes = "x = 1\n") -> Path:
     """Create `root/rel` (and its directories) with `content`."""
@@ -32,3 +34,14 @@ def commit_all(repo: git.Repo, message: str = "commit") -> None:
     """`git add -A && git commit`: ignored files stay untracked."""
     repo.git.add("-A")
     repo.index.commit(message)
+
+
+def indexed_repo(root: Path, files: dict[str, str]) -> WorkspaceIndex:
+    """`files` written and committed in a git repository at `root`, indexed."""
+    repo = init_repo(root)
+    for rel, text in files.items():
+        write(root, rel, text)
+    commit_all(repo)
+    index = WorkspaceIndex(root)
+    index.refresh()
+    return index

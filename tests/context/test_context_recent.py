@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _support import commit_all, init_repo, write
+from _support import indexed_repo, write
 
-from context.index import WorkspaceIndex
 from context.recent import MAX_LINES, REGIONS, RecentEdits, Region, changed_lines
 from context.repo import RECENT_TOKENS, RepoContext
 
@@ -30,16 +29,6 @@ VIEWS = (
 
 def count(text: str) -> int:  # about a token per 4 characters
     return -(-len(text) // 4)
-
-
-def workspace(root: Path, files: dict[str, str]) -> WorkspaceIndex:
-    repo = init_repo(root)
-    for rel, text in files.items():
-        write(root, rel, text)
-    commit_all(repo)
-    index = WorkspaceIndex(root)
-    index.refresh()
-    return index
 
 
 def test_changed_lines_of_an_edit() -> None:
@@ -84,7 +73,7 @@ def test_a_region_shows_the_whole_function_holding_it() -> None:
 
 
 def test_the_helper_just_written_comes_before_the_definitions(tmp_path: Path) -> None:
-    index = workspace(
+    index = indexed_repo(
         tmp_path, {"app/__init__.py": "", "app/helpers.py": HELPERS, "app/views.py": VIEWS}
     )
     context = RepoContext(index)
@@ -123,7 +112,7 @@ def test_the_helper_just_written_comes_before_the_definitions(tmp_path: Path) ->
 
 def test_edits_of_secret_and_ignored_files_are_never_noted(tmp_path: Path) -> None:
     canary = "CANARY-51ab"
-    index = workspace(
+    index = indexed_repo(
         tmp_path,
         {".gitignore": "app/local.py\n", "app/__init__.py": "", "app/views.py": VIEWS},
     )

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _support import commit_all, init_repo, write
+from _support import indexed_repo, write
 
-from context.index import WorkspaceIndex
 from context.prompt import ContextPiece
 from context.repo import SIMILAR_TOKENS, RepoContext
 from context.similar import SimilarCode, snippet_pieces
@@ -30,18 +29,8 @@ MIDDLEWARE = (
 )
 
 
-def workspace(root: Path, files: dict[str, str]) -> WorkspaceIndex:
-    repo = init_repo(root)
-    for rel, text in files.items():
-        write(root, rel, text)
-    commit_all(repo)
-    index = WorkspaceIndex(root)
-    index.refresh()
-    return index
-
-
 def test_the_line_another_file_wrote_after_the_same_lines_is_found(tmp_path: Path) -> None:
-    index = workspace(
+    index = indexed_repo(
         tmp_path,
         {
             "app/routing.py": ROUTING,
@@ -59,7 +48,7 @@ def test_the_line_another_file_wrote_after_the_same_lines_is_found(tmp_path: Pat
 
 
 def test_snippets_fit_their_budget_exactly(tmp_path: Path) -> None:
-    index = workspace(tmp_path, {"app/routing.py": ROUTING, "app/middleware.py": MIDDLEWARE})
+    index = indexed_repo(tmp_path, {"app/routing.py": ROUTING, "app/middleware.py": MIDDLEWARE})
     found = SimilarCode(index.text).find(
         "app/middleware.py", MIDDLEWARE, len(MIDDLEWARE), index.paths()
     )
@@ -71,7 +60,7 @@ def test_snippets_fit_their_budget_exactly(tmp_path: Path) -> None:
 def test_secret_and_ignored_files_are_never_a_source(tmp_path: Path) -> None:
     canary = "CANARY-7e1d"
     secret = f"    headers = Headers(scope=scope)\n    parsed_host = '{canary}'\n"
-    index = workspace(
+    index = indexed_repo(
         tmp_path,
         {".gitignore": "app/local.py\n", "app/middleware.py": MIDDLEWARE},
     )
@@ -85,7 +74,7 @@ def test_secret_and_ignored_files_are_never_a_source(tmp_path: Path) -> None:
 
 
 def test_the_repository_part_carries_it_next_to_the_current_file(tmp_path: Path) -> None:
-    index = workspace(
+    index = indexed_repo(
         tmp_path,
         {
             "app/hosts.py": "def parse_host_header(value):\n    return value.split(':')[0]\n",
@@ -121,7 +110,7 @@ def test_the_repository_part_carries_it_next_to_the_current_file(tmp_path: Path)
 
 
 def test_a_line_starting_with_a_bare_keyword_is_not_looked_up(tmp_path: Path) -> None:
-    index = workspace(tmp_path, {"app/routing.py": ROUTING, "app/middleware.py": MIDDLEWARE})
+    index = indexed_repo(tmp_path, {"app/routing.py": ROUTING, "app/middleware.py": MIDDLEWARE})
     similar = SimilarCode(index.text)
     typing = MIDDLEWARE.rsplit("\n", 1)[0] + "\n    return "  # routing.py has a `return ` line
     assert similar.find("app/middleware.py", typing, len(typing), index.paths()) == []
