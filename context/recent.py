@@ -25,7 +25,7 @@ from context.similar import Snippet, Source
 REGIONS = 8  # regions kept, newest first
 NEAR_LINES = 3  # an edit this close to a region of its file extends it
 MAX_LINES = 30  # lines of one region shown at most
-CLOSERS = ("}", ")", "]", "end")  # a top-level block's last line in brace-like languages
+CLOSERS = ("}", ")", "]")  # a top-level block's last line in brace-like languages
 
 
 @dataclass(frozen=True)
@@ -173,4 +173,4 @@ def _unindented(line: str) -> bool:
 
 def _starts_statement(line: str) -> bool:
     """Whether `line` starts another top-level statement (unindented, not a closer)."""
-    return _unindented(line) and not line.startswith(CLOSERS)
+    return _unindented(line) and not line.startswith(CLOSERS) and line.strip() != "end"

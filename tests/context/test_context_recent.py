@@ -63,6 +63,10 @@ def test_a_region_shows_the_whole_function_holding_it() -> None:
     edits.note("app/helpers.py", after.replace("post.title\n", "post.titl\n"), after)
     (snippet,) = edits.snippets("app/views.py", {"app/helpers.py": after}.get)
     assert snippet.text == WRITTEN.strip("\n")
+    # A closing brace ends its block; a name that starts with `end` starts the next one.
+    go = "func a() {\n\treturn 1\n}\nendpoint = 2\n"
+    edits.note("a.go", go.replace("1", "0"), go)
+    assert edits.snippets("app/views.py", {"a.go": go}.get)[0].text == "func a() {\n\treturn 1\n}"
     # A long block is cut to `MAX_LINES` from the line that opens the edited one.
     long = "class Big:\n" + "".join(f"    def m{n}(self):\n        pass\n" for n in range(40))
     edited = long.replace("def m10(self):\n        pass", "def m10(self):\n        return 1")
