@@ -1,7 +1,8 @@
 """How much of each pause's prompt the model must read again: the replay's typing, prompts only.
 
-    python -m bench.prompt_reuse [--sessions 3] [--seed 0] [--context-budget 1024]
-        [--suffix-budget 48] [--packages pygls,httpx,pathspec]
+    python -m bench.prompt_reuse [--sessions 3] [--seed 0] [--plan jumps|callers]
+        [--context-budget 1024] [--suffix-budget 48] [--recent-tokens N]
+        [--packages pygls,httpx,pathspec]
 
 The sessions, workspace and pauses of `bench.replay` (the same seed gives the same bodies), but
 no server and no model: at each pause this working tree's pipeline builds the prompt the
@@ -13,13 +14,18 @@ prefix ends before the current file's `<|fim_prefix|>`) with the tokens those re
 same with the held prompt (`context.prompt.Held`): in the same file, the prompt built on the
 previous pause's prompt (its prefix start and repository pieces), where it re-reads less, as
 the language server answers a cold pause from it; and the pauses re-reading over `--cold`
-tokens either way. Timing plays no part: the figures are the same on any machine.
+tokens either way. With `--plan callers` (a helper written, then its caller in another file:
+`bench.replay`'s plan) it also counts the caller's pauses whose repository part shows the
+helper's `def` line (what the user edited lately: `context.recent`, in up to
+`--recent-tokens`; the definitions may show it too). Timing plays no part: the figures are the
+same on any machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -27,14 +33,17 @@ from pathlib import Path
 
 from bench.replay import (
     DEFAULT_PACKAGES,
+    PLANS,
     Answer,
+    Pause,
     PromptSide,
+    Visit,
     common_prefix,
     make_workspace,
-    plan_sessions,
     replay,
 )
 from context.prompt import Prompt
+from context.repo import RECENT_TOKENS
 from lsp_server.protocol.options import ServerOptions
 
 
@@ -60,6 +69,7 @@ class PromptDriver(PromptSide):
         self.last: list[int] = []
         self.last_prompt: tuple[str, Prompt] | None = None  # file, prompt
         self.pauses: list[Reread] = []
+        self.repository_parts: list[str] = []  # per pause: the prompt before the current file
 
     async def ask(self, relative: str, text: str, offset: int) -> Answer:
         path = self.workspace / relative
@@ -73,6 +83,7 @@ class PromptDriver(PromptSide):
             kept_ids = self.pipeline.engine.encode_prompt(kept.segments)
             held = min(tokens, len(kept_ids) - common_prefix(self.last, kept_ids))
         self.pauses.append(Reread(tokens, held, shared < ids.index(self.fim_prefix)))
+        self.repository_parts.append(prompt.text[: prompt.text.rfind("<|file_sep|>")])
         self.last, self.last_prompt = ids, (relative, prompt)
         return Answer("", 0.0)
 
@@ -81,6 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plan", choices=tuple(PLANS), default="jumps")
+    parser.add_argument("--recent-tokens", type=int, default=RECENT_TOKENS)
     parser.add_argument("--context-budget", type=int, default=ServerOptions().context_budget)
     parser.add_argument("--suffix-budget", type=int, default=ServerOptions().suffix_budget)
     parser.add_argument("--packages", default=",".join(DEFAULT_PACKAGES))
@@ -88,18 +101,43 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="coder-lsp-reuse-") as scratch:
         workspace = make_workspace(args.packages.split(","), Path(scratch))
-        sessions = plan_sessions(workspace, args.sessions, args.seed)
+        sessions = PLANS[args.plan](workspace, args.sessions, args.seed)
         options = ServerOptions(
             context_budget=args.context_budget, suffix_budget=args.suffix_budget
         )
         driver = PromptDriver(workspace, options)
-        asyncio.run(replay(driver, sessions, workspace, 0, 0))
-    print(f"pauses: {len(driver.pauses)} ({args.sessions} sessions, seed {args.seed})")
-    print(f"budgets: repository {args.context_budget}, suffix {args.suffix_budget} tokens")
+        driver.repo.recent_tokens = args.recent_tokens
+        pauses = asyncio.run(replay(driver, sessions, workspace, 0, 0))
+    print(f"pauses: {len(driver.pauses)} ({args.sessions} sessions, {args.plan}, seed {args.seed})")
+    print(
+        f"budgets: repository {args.context_budget} (recent edits {args.recent_tokens}), "
+        f"suffix {args.suffix_budget} tokens"
+    )
+    if args.plan == "callers":
+        shown, callers = helper_shown(sessions, pauses, driver.repository_parts)
+        print(f"callers' pauses whose repository part shows the helper's def: {shown} of {callers}")
     _report("", [pause.tokens for pause in driver.pauses], args.cold)
     changed = [pause.tokens for pause in driver.pauses if pause.repository]
     print(f"pauses whose repository part changed: {len(changed)}, re-reading {sum(changed)} tokens")
     _report("with the held prompt, ", [pause.held for pause in driver.pauses], args.cold)
+
+
+def helper_shown(
+    sessions: list[list[Visit]], pauses: list[Pause], parts: list[str]
+) -> tuple[int, int]:
+    """Of the pauses in each session's second body (the caller), how many repository parts
+    show the first body's function (the helper) by its `def` line; and how many there are."""
+    helpers = {
+        (number, session[1].body.relative, session[1].body.function): session[0].body.function
+        for number, session in enumerate(sessions)
+    }
+    callers = [
+        (helpers[pause.session, pause.file, pause.function], part)
+        for pause, part in zip(pauses, parts, strict=True)
+        if (pause.session, pause.file, pause.function) in helpers
+    ]
+    shown = sum(re.search(rf"\bdef {name}\(", part) is not None for name, part in callers)
+    return shown, len(callers)
 
 
 def _report(how: str, reads: list[int], cold: int) -> None:
