@@ -1,6 +1,6 @@
 """How much of each pause's prompt the model must read again: the replay's typing, prompts only.
 
-    python -m bench.prompt_reuse [--sessions 3] [--seed 0] [--plan jumps|callers]
+    python -m bench.prompt_reuse [--sessions 3] [--seed 0] [--plan jumps|callers|unimported]
         [--context-budget 1024] [--suffix-budget 48] [--recent-tokens N]
         [--packages pygls,httpx,pathspec]
 
@@ -18,7 +18,8 @@ tokens either way. With `--plan callers` (a helper written, then its caller in a
 `bench.replay`'s plan) it also counts the caller's pauses whose repository part shows the
 helper's `def` line (what the user edited lately: `context.recent`, in up to
 `--recent-tokens`; the definitions may show it too). Timing plays no part: the figures are the
-same on any machine.
+same on any machine. `--plan unimported`: the same, with the caller's import of the helper
+taken out first.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def main() -> None:
         f"budgets: repository {args.context_budget} (recent edits {args.recent_tokens}), "
         f"suffix {args.suffix_budget} tokens"
     )
-    if args.plan == "callers":
+    if args.plan != "jumps":
         shown, callers = helper_shown(sessions, pauses, driver.repository_parts)
         print(f"callers' pauses whose repository part shows the helper's def: {shown} of {callers}")
     _report("", [pause.tokens for pause in driver.pauses], args.cold)

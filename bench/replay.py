@@ -2,7 +2,7 @@
 stdio, side by side with the server at a baseline revision and with llama-cpp-python.
 
     python -m bench.replay [--configs new,today,llama] [--baseline 5f7fc42] [--model NAME]
-        [--sessions 4] [--seed 0] [--plan jumps|callers] [--pace-ms 100] [--open-ms 1000]
+        [--sessions 4] [--seed 0] [--plan jumps|callers|unimported] [--pace-ms 100] [--open-ms 1000]
         [--timeout-s 30] [--patience-ms MS] [--read-ms MS]
         [--packages pygls,httpx,pathspec] [--log-dir DIR] [--plot out.png] [--json out.json]
 
@@ -29,7 +29,9 @@ was shown; the pause's latency stays the first answer's (`grown` counts these pa
 the session jumps to another function of the same file and then to a function of another file
 (opened then), and closes both files. With `--plan callers` a session is a helper written,
 then used: the body of a function, then in another file the body of a function that calls it
-(imported there by name), as a user who adds a helper and then its first caller.
+(imported there by name), as a user who adds a helper and then its first caller; with
+`--plan unimported` the same, the caller's import of the helper taken out (`didChange`) before
+its body is deleted: a helper the user has not imported yet.
 
 Configurations:
 - `new`: the working tree this module lives in (`python -m lsp_server`, cwd and PYTHONPATH at
@@ -208,10 +210,13 @@ def find_bodies(workspace: Path, relative: str) -> list[Body]:
 
 @dataclass(frozen=True)
 class Visit:
-    """One body typed in a session; `opens` when its file is opened for it."""
+    """One body typed in a session; `opens` when its file is opened for it. `before`: an edit
+    above the body made first (start, end, new text), as a user who has not written an
+    import yet."""
 
     body: Body
     opens: bool
+    before: tuple[int, int, str] | None = None
 
 
 def plan_sessions(workspace: Path, count: int, seed: int) -> list[list[Visit]]:
@@ -233,9 +238,13 @@ def plan_sessions(workspace: Path, count: int, seed: int) -> list[list[Visit]]:
     return sessions
 
 
-def plan_callers(workspace: Path, count: int, seed: int) -> list[list[Visit]]:
+def plan_callers(
+    workspace: Path, count: int, seed: int, unimported: bool = False
+) -> list[list[Visit]]:
     """`count` sessions of a helper written, then used: the body of a function, then the body
-    of a function of another file that calls it (imported there by name); no body twice."""
+    of a function of another file that calls it (imported there by name); no body twice. With
+    `unimported` the caller's import of the helper is taken out before its body is typed (a
+    helper the user has not imported yet)."""
     files = sorted(str(path.relative_to(workspace)) for path in workspace.rglob("*.py"))
     bodies = {relative: find_bodies(workspace, relative) for relative in files}
     by_name = {(body.relative, body.function): body for found in bodies.values() for body in found}
@@ -246,18 +255,47 @@ def plan_callers(workspace: Path, count: int, seed: int) -> list[list[Visit]]:
             for name in dict.fromkeys(CALLED.findall(body.text)):
                 helper = by_name.get(imported.get(name, ("", "")))
                 if helper is not None:
-                    pairs.append((helper, body))
+                    pairs.append((helper, body, name))
     random.Random(seed).shuffle(pairs)
     sessions: list[list[Visit]] = []
     used: set[Body] = set()
-    for helper, caller in pairs:
+    for helper, caller, name in pairs:
         if len(sessions) < count and not {helper, caller} & used:
-            sessions.append([Visit(helper, True), Visit(caller, True)])
+            before = _unimport(workspace, caller.relative, name) if unimported else None
+            sessions.append([Visit(helper, True), Visit(caller, True, before)])
             used |= {helper, caller}
     return sessions
 
 
-PLANS = {"jumps": plan_sessions, "callers": plan_callers}
+def _unimport(workspace: Path, relative: str, name: str) -> tuple[int, int, str] | None:
+    """The edit that takes `name` out of the `from m import ...` statement importing it in
+    `relative` (the whole statement when it imports nothing else), or None."""
+    text = (workspace / relative).read_text(encoding="utf-8")
+    starts = line_starts(text)
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, ast.ImportFrom) or node.col_offset != 0:
+            continue
+        kept = [alias for alias in node.names if (alias.asname or alias.name) != name]
+        if len(kept) == len(node.names) or node.end_lineno is None:
+            continue
+        start = starts[node.lineno - 1]
+        end = starts[node.end_lineno - 1] + (node.end_col_offset or 0)
+        if not kept:
+            return start, end + 1, ""  # the statement and its line break
+        lines = text[start:end].split("\n")
+        own = [line for line in lines if line.strip().rstrip(",").split(" as ")[-1] == name]
+        if len(lines) > 1 and own:  # one name a line: that line goes
+            return start, end, "\n".join(line for line in lines if line not in own)
+        names = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in kept)
+        return start, end, f"from {'.' * node.level}{node.module or ''} import {names}"
+    return None
+
+
+PLANS: dict[str, Callable[[Path, int, int], list[list[Visit]]]] = {
+    "jumps": plan_sessions,
+    "callers": plan_callers,
+    "unimported": lambda workspace, count, seed: plan_callers(workspace, count, seed, True),
+}
 CALLED = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\(")
 
 
@@ -804,6 +842,8 @@ async def replay(
                     await driver.open(relative, buffers[relative])
                 if driver.paced:
                     await asyncio.sleep(open_ms / 1000)
+                if visit.before is not None:
+                    buffers[relative], visit = await _edit_before(driver, visit, buffers[relative])
                 done, text = await type_body(driver, visit, buffers[relative], number, pace_ms)
                 assert text == buffers[relative], "the body was not typed back as it was"
                 pauses += done
@@ -815,6 +855,18 @@ async def replay(
     except ServerGone as gone:
         raise ServerGone(str(gone), pauses) from gone
     return pauses
+
+
+async def _edit_before(driver: Driver, visit: Visit, text: str) -> tuple[str, Visit]:
+    """Make the visit's edit above its body: the new text, and the visit with the body where
+    it now stands."""
+    assert visit.before is not None
+    start, end, new = visit.before
+    assert end <= visit.body.start, "the edit before a body stands above it"
+    await driver.change(visit.body.relative, text, start, end, new)
+    shift = len(new) - (end - start)
+    body = replace(visit.body, start=visit.body.start + shift, end=visit.body.end + shift)
+    return text[:start] + new + text[end:], replace(visit, body=body, before=None)
 
 
 def _log_body(name: str, session: int, visit: Visit, pauses: list[Pause]) -> None:
@@ -1419,9 +1471,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--plan",
-        choices=("jumps", "callers"),
+        choices=tuple(PLANS),
         default="jumps",
-        help="sessions: two functions of a file and one of another, or a helper then its caller",
+        help="sessions: two functions of a file and one of another, a helper then its caller "
+        "(unimported: its import taken out first)",
     )
     parser.add_argument("--pace-ms", type=float, default=100.0, help="typing time per key")
     parser.add_argument("--open-ms", type=float, default=1000.0, help="open file -> deletion")

@@ -6,7 +6,7 @@ tabs: what the user just wrote elsewhere is often what the line at the cursor ca
 change of an editor buffer; the lines it changed are kept as regions (the newest `REGIONS`; an
 edit within `NEAR_LINES` of a region of its file extends that region) until the buffer is
 closed, and a prompt shows the newest regions of files other than the cursor's, each widened
-to the top-level statements that hold it (the function written, not only its last line),
+to the definition that holds it (the function or method written, not only its last line),
 `MAX_LINES` at most.
 
 Only buffers the index accepts are noted (never a secret or an ignored file), and the text
@@ -25,7 +25,9 @@ from context.similar import Snippet, Source
 REGIONS = 8  # regions kept, newest first
 NEAR_LINES = 3  # an edit this close to a region of its file extends it
 MAX_LINES = 30  # lines of one region shown at most
-CLOSERS = ("}", ")", "]")  # a top-level block's last line in brace-like languages
+CLOSERS = ("}", ")", "]")  # a block's last line in brace-like languages
+# What opens a definition: a region inside one shows it from there, not its whole class.
+DEFINES = ("def ", "async def ", "class ", "func ", "fn ", "pub fn ", "function ")
 
 
 @dataclass(frozen=True)
@@ -121,19 +123,19 @@ class RecentEdits:
             if text is None:
                 continue
             lines = text.split("\n")
-            start, end = _top_level_span(lines, region)
+            start, end = _block_span(lines, region)
             shown = "\n".join(lines[start : end + 1]).strip("\n")
             if shown.strip():
                 found.append(Snippet(region.path, start, shown, 1.0))
         return found
 
 
-def _top_level_span(lines: list[str], region: Region) -> tuple[int, int]:
-    """Lines (first, last) of the top-level statements holding `region` in `lines`: from the
-    nearest unindented line at or above its first line to the line before the next unindented
-    one below its last (a closing brace there still belongs to it); when they are more than
-    `MAX_LINES`, that many from the line that opens the block holding the region's first line
-    (a method's `def` in a long class)."""
+def _block_span(lines: list[str], region: Region) -> tuple[int, int]:
+    """Lines (first, last) of the definition holding `region` in `lines`: from the nearest
+    line above it that opens a definition (`DEFINES`: a method's `def` inside a class), else
+    the top-level statement holding it, to the end of that block (a closing brace there still
+    belongs to it), `MAX_LINES` at most (the last of them ending at the edit when it is further
+    down)."""
     first = min(region.first, len(lines) - 1)
     last = min(max(region.last, first), len(lines) - 1)
     while first < last and not lines[first].strip():  # blank lines say nothing of where
@@ -141,36 +143,50 @@ def _top_level_span(lines: list[str], region: Region) -> tuple[int, int]:
     while last > first and not lines[last].strip():
         last -= 1
     start = first
-    while start > 0 and not _unindented(lines[start]):
-        start -= 1
-    end = last
-    while end + 1 < len(lines) and not _starts_statement(lines[end + 1]):
+    while _indent(lines[start]) > 0 or not lines[start].strip():
+        opener = _opener(lines, start)
+        if opener == start:
+            break
+        start = opener
+        if lines[start].lstrip().startswith(DEFINES):
+            break
+    while start > 0 and lines[start].lstrip().startswith(CLOSERS):  # a signature's last line
+        start = _statement_above(lines, start)
+    indent, end = _indent(lines[start]), last
+    while end + 1 < len(lines) and not _ends_block(lines[end + 1], indent):
         end += 1
-    if end - start + 1 > MAX_LINES:
-        start = _opener(lines, first, start)
-        end = min(end, start + MAX_LINES - 1)
-    return start, end
+    start = max(start, last - MAX_LINES + 1)  # the edited lines, if not all of the block
+    return start, min(end, start + MAX_LINES - 1)
 
 
-def _opener(lines: list[str], first: int, top: int) -> int:
-    """The nearest line above `first`, down to `top`, indented less than `first` (the line
-    that opens its block), else `first`."""
-    indent = _indent(lines[first])
-    for number in range(first - 1, top - 1, -1):
-        if lines[number].strip() and _indent(lines[number]) < indent:
-            return number
-    return first
+def _opener(lines: list[str], number: int) -> int:
+    """The nearest non-blank line above line `number` indented less than it (the line that
+    opens its block), else `number`."""
+    indent = _indent(lines[number])
+    for above in range(number - 1, -1, -1):
+        if lines[above].strip() and _indent(lines[above]) < indent:
+            return above
+    return number
 
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
-def _unindented(line: str) -> bool:
-    """Whether `line` holds code that starts at the first column."""
-    return bool(line.strip()) and not line[0].isspace()
+def _statement_above(lines: list[str], number: int) -> int:
+    """The nearest non-blank line above line `number` indented no deeper (where the statement
+    that line `number` closes starts), else `number`."""
+    indent = _indent(lines[number])
+    for above in range(number - 1, -1, -1):
+        if lines[above].strip() and _indent(lines[above]) <= indent:
+            return above
+    return number
 
 
-def _starts_statement(line: str) -> bool:
-    """Whether `line` starts another top-level statement (unindented, not a closer)."""
-    return _unindented(line) and not line.startswith(CLOSERS) and line.strip() != "end"
+def _ends_block(line: str, indent: int) -> bool:
+    """Whether `line` ends a block opened at `indent`: code indented no deeper, other than a
+    closer."""
+    code = line.strip()
+    if not code or _indent(line) > indent:
+        return False
+    return not code.startswith(CLOSERS) and code != "end"

@@ -67,13 +67,24 @@ def test_a_region_shows_the_whole_function_holding_it() -> None:
     go = "func a() {\n\treturn 1\n}\nendpoint = 2\n"
     edits.note("a.go", go.replace("1", "0"), go)
     assert edits.snippets("app/views.py", {"a.go": go}.get)[0].text == "func a() {\n\treturn 1\n}"
-    # A long block is cut to `MAX_LINES` from the line that opens the edited one.
-    long = "class Big:\n" + "".join(f"    def m{n}(self):\n        pass\n" for n in range(40))
-    edited = long.replace("def m10(self):\n        pass", "def m10(self):\n        return 1")
-    edits.note("big.py", long, edited)
-    big = edits.snippets("app/views.py", {"big.py": edited}.get)[0]
-    assert big.text.startswith("    def m10(self):\n        return 1")
-    assert len(big.text.split("\n")) == MAX_LINES
+    # A method edited in a class: the method, from its `def`, not the whole class.
+    big = "class Big:\n" + "".join(f"    def m{n}(self):\n        pass\n" for n in range(40))
+    edited = big.replace("def m10(self):\n        pass", "def m10(self):\n        return 1")
+    edits.note("big.py", big, edited)
+    method = edits.snippets("app/views.py", {"big.py": edited}.get)[0]
+    assert method.text == "    def m10(self):\n        return 1"
+    # A signature over several lines: from its `def`.
+    wrapped = "def wrapped(\n    a,\n    b,\n) -> int:\n    return a\n"
+    edits.note("wrapped.py", wrapped.replace("return a", "return b"), wrapped)
+    assert edits.snippets("app/views.py", {"wrapped.py": wrapped}.get)[0].text == wrapped.strip()
+    # A long function: `MAX_LINES` from its `def`.
+    long = "def long():\n" + "".join(f"    x{n} = {n}\n" for n in range(40))
+    edits.note("long.py", long, long.replace("x20 = 20", "x20 = 0"))
+    cut = edits.snippets("app/views.py", {"long.py": long}.get)[0]
+    assert cut.text.startswith("def long():\n    x0 = 0")
+    assert len(cut.text.split("\n")) == MAX_LINES
+    edits.note("long.py", long, long.replace("x39 = 39", "x39 = 0"))  # further down: up to it
+    assert edits.snippets("app/views.py", {"long.py": long}.get)[0].text.endswith("x39 = 39")
 
 
 def test_the_helper_just_written_comes_before_the_definitions(tmp_path: Path) -> None:
