@@ -17,6 +17,7 @@ nothing.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -54,21 +55,22 @@ def changed_lines(old: str, new: str) -> Change | None:
     """Where `new` differs from `old`, in lines; None when they are equal."""
     if old == new:
         return None
-    start = _common_prefix(old, new)
-    end = _common_prefix(old[start:][::-1], new[start:][::-1])
+    shorter = min(len(old), len(new))
+    start = _longest(lambda size: new.startswith(old[:size]), shorter)
+    end = _longest(lambda size: new.endswith(old[len(old) - size :]), shorter - start)
     stop = len(new) - end
     first = new.count("\n", 0, start)
     last = new.count("\n", 0, stop - 1) if stop > start else first
     return Change(first, old.count("\n", 0, len(old) - end), new.count("\n", 0, stop), last)
 
 
-def _common_prefix(one: str, two: str) -> int:
-    """The length of the longest common start of `one` and `two` (by halving, so the
-    comparisons run over whole slices)."""
-    low, high = 0, min(len(one), len(two))
+def _longest(holds: Callable[[int], bool], limit: int) -> int:
+    """The largest size up to `limit` for which `holds` (true up to some size, false beyond),
+    by halving: each test compares a whole slice in C."""
+    low, high = 0, limit
     while low < high:
         middle = (low + high + 1) // 2
-        if one[:middle] == two[:middle]:
+        if holds(middle):
             low = middle
         else:
             high = middle - 1

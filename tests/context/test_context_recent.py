@@ -37,6 +37,9 @@ def test_changed_lines_of_an_edit() -> None:
     # Lines added: the new lines 2 and 3 stand where line 2 stood, which is now line 4.
     assert changed_lines("a\nb\nc\n", "a\nb\nnew\nmore\nc\n") == (2, 2, 4, 3)
     assert changed_lines("a\nb\nc\nd\n", "a\nd\n") == (1, 3, 1, 1)  # lines deleted
+    # A repeated line added: the start and the end in common never overlap.
+    assert changed_lines("a\na\n", "a\na\na\n") == (2, 2, 3, 2)
+    assert changed_lines("", "x\n") == (0, 0, 1, 0)
 
 
 def test_typing_makes_one_region_and_lines_added_above_move_it() -> None:
