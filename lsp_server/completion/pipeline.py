@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -154,6 +155,9 @@ class CompletionPipeline:
     # The warm-up writing the target's answer where the small model answered (`_upgrade`), and
     # its file, while it generates (a forward-cache answer does not restart it; a miss stops it).
     _upgrading: tuple[str, CancellationToken] | None = None
+    # Told the file (its path) whose small-model suggestion the target's answer has just
+    # replaced, on the warm-up's thread: the server announces it to the editor.
+    on_upgrade: Callable[[str], None] | None = None
     # What the last prompt the target read in each file was built on (least recent out).
     _held: OrderedDict[str, Held] = field(default_factory=OrderedDict)
     _held_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -261,8 +265,35 @@ class CompletionPipeline:
             prediction = self._prediction(request, prompt_ids, done, lead_in)
             if self.forward.replace(key, seen, prediction):
                 logger.info("the target's answer replaces the small model's: %r", done.text)
+                self._adopt(request, done)
+                if self.on_upgrade is not None:
+                    self.on_upgrade(key)
         finally:
             self._upgrading = None
+
+    def _adopt(self, request: _Request, done: Completion) -> None:
+        """A request asked again at `request`'s cursor, which the small model's finished
+        generation answered, gets `done`, the target's answer, from now on."""
+        with self._live_lock:
+            live = self._live
+        before, after = request.text[: request.offset], request.text[request.offset :]
+        if (
+            live is not None
+            and live.finished
+            and live.source == "small_model"
+            and live.typed(str(request.path), before, after) == ""
+        ):
+            live.result = done
+
+    def suggestion_at(self, path: Path, text: str, offset: int) -> str | None:
+        """The rest of the file's last suggestion at this cursor (no model call, nothing
+        counted), or None when the buffer has left it."""
+        text = tokenizable(text)
+        prediction = self.forward.current(str(path))
+        if prediction is None:
+            return None
+        typed = prediction.typed(text[:offset], text[offset:])
+        return None if typed is None else prediction.text[len(typed) :]
 
     def complete(
         self,

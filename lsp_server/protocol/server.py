@@ -26,7 +26,7 @@ from context.files import FileRefused, FileRules, read_text_file
 from context.workspaces import Workspaces
 from lsp_server.completion.live import LiveGeneration
 from lsp_server.completion.pipeline import CompletionPipeline
-from lsp_server.positions import path_of
+from lsp_server.positions import PositionError, offset_of, path_of
 from lsp_server.protocol.debounce import DocumentScheduler
 from lsp_server.protocol.feedback import FeedbackStats
 from lsp_server.protocol.options import ServerOptions
@@ -136,6 +136,9 @@ class CoderLanguageServer(LanguageServer):
         # Per generation answered before its end, the newest answer's cursor and shown text
         # (see notify_when_ready), keyed by id(generation).
         self._ready_asks: dict[int, ReadyAsk] = {}
+        # Per file (its path, as the pipeline keys it), the newest answer given there, while
+        # the document is open (see watch_upgrades).
+        self.answered: dict[str, ReadyAsk] = {}
 
     def apply_options(self, options: ServerOptions) -> None:
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
@@ -236,11 +239,45 @@ class CoderLanguageServer(LanguageServer):
             return
         if self.version_of(ask.uri) != ask.version:
             return
+        self._send_ready(ask)
+
+    def _send_ready(self, ask: ReadyAsk) -> None:
+        """`completionReady` for the cursor and document version of `ask`."""
         params = {
             "textDocument": {"uri": ask.uri, "version": ask.version},
             "position": {"line": ask.position.line, "character": ask.position.character},
         }
         self.protocol.notify(COMPLETION_READY, params)
+
+    def watch_upgrades(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Once the target's answer replaces the small model's suggestion for a file (a cold
+        request is answered by the small model, the target reads the whole prompt after it),
+        send `completionReady` for the newest answer given in that file, if its document is
+        unchanged and the suggestion at its cursor is now another: an editor still there
+        asks again and shows the target's."""
+        if self.pipeline is None:
+            return
+
+        def upgraded(key: str) -> None:  # on the warm-up's thread
+            with contextlib.suppress(RuntimeError):  # the event loop has closed: server gone
+                loop.call_soon_threadsafe(self._announce_upgrade, key)
+
+        self.pipeline.on_upgrade = upgraded
+
+    def _announce_upgrade(self, key: str) -> None:
+        """Send `completionReady` where file `key`'s newest answer now has another suggestion
+        (see watch_upgrades)."""
+        ask = self.answered.get(key)
+        if ask is None or self.pipeline is None or self.version_of(ask.uri) != ask.version:
+            return
+        text = self.workspace.get_text_document(unquote(ask.uri)).source
+        try:
+            offset = offset_of(text, ask.position.line, ask.position.character)
+        except PositionError:
+            return
+        rest = self.pipeline.suggestion_at(Path(key), text, offset)
+        if rest is not None and rest.strip() and rest != ask.shown:
+            self._send_ready(ask)
 
     def version_of(self, uri: str) -> int | None:
         """The open buffer's version of `uri` (None when it is not open)."""

@@ -15,7 +15,7 @@ from lsprotocol import types
 from lsp_server.completion.pipeline import Completion, CompletionRefused
 from lsp_server.positions import PositionError, offset_of, path_or_name, utf16_len
 from lsp_server.protocol.debounce import Superseded
-from lsp_server.protocol.server import CoderLanguageServer, EngineState
+from lsp_server.protocol.server import CoderLanguageServer, EngineState, ReadyAsk
 from runtime.generate import CancellationToken
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ async def suggest(
         logger.info("%s: document changed during generation; result dropped", method)
         ls.outcomes["stale"] += 1
         return None
+    ls.answered[str(path)] = ReadyAsk(uri, cursor.version, position, done.text)
     result = done.result
     logger.info(
         "%s %s: %d ms (prompt %d tok, cached %d, prefill %.0f ms, decode %.0f ms, %d tok, %s)",

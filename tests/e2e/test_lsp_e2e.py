@@ -330,3 +330,44 @@ async def test_a_first_line_shown_first_is_announced_when_its_block_is_ready(
         assert again is not None
         block = again.items[0].insert_text
         assert block.startswith(line) and len(block.strip().splitlines()) > 1, block
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(
+        server_command=SERVER, server_env={**os.environ, "CODER_LSP_STATS": str(STATS)}
+    ),
+    scope="module",
+)
+async def cold_client(lsp_client: LanguageClient, workspace: Path):
+    """A client of the default models (the 1.5B, the 0.5B as its small model) with a time
+    budget nothing fits in: the first request in a file is cold, so the small model answers."""
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities("visual_studio_code"),
+            workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name="lsp-ws")],
+            initialization_options={"debounceMs": 0, "maxTokens": 48, "maxLatencyMs": 1},
+        )
+    )
+    await wait_ready(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_the_targets_answer_after_the_small_models_is_announced(
+    cold_client: LanguageClient, workspace: Path
+) -> None:
+    uri = (workspace / "area.py").as_uri()
+    open_document(cold_client, uri, "def square_area(side):\n    return ", version=2)
+
+    async def twice() -> list[Any]:
+        return [await announced(cold_client, uri), await announced(cold_client, uri)]
+
+    ready = asyncio.ensure_future(twice())
+    empty = await cold_client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+    assert empty is None  # nothing in 1 ms: the small model goes on, then the target
+    # Told when the small model's answer is ready, then when the target's replaces it.
+    for params in await asyncio.wait_for(ready, 300):
+        assert params.textDocument.version == 2
+        assert (params.position.line, params.position.character) == (1, 11)
+    again = await cold_client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+    assert again is not None and again.items[0].insert_text.strip()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-from lsp_server.positions import path_of
+from lsp_server.positions import path_of, path_or_name
 from lsp_server.protocol.server import CoderLanguageServer
 
 logger = logging.getLogger(__name__)
@@ -61,4 +61,5 @@ def register(server: CoderLanguageServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CoderLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.scheduler.cancel(params.text_document.uri)
+        ls.answered.pop(str(path_or_name(params.text_document.uri)), None)
         _sync_buffer(ls, params.text_document.uri, closed=True)

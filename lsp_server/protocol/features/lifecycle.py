@@ -41,6 +41,7 @@ async def _load_with_progress(ls: CoderLanguageServer) -> None:
         )
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, ls.load_engine)
+    ls.watch_upgrades(loop)
     for folder in ls.folders:
         if ls.options.use_context:
             if token is not None:
