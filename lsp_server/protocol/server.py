@@ -268,14 +268,15 @@ class CoderLanguageServer(LanguageServer):
         """Send `completionReady` where file `key`'s newest answer now has another suggestion
         (see watch_upgrades)."""
         ask = self.answered.get(key)
-        if ask is None or self.pipeline is None or self.version_of(ask.uri) != ask.version:
+        document = None if ask is None else self.workspace.text_documents.get(unquote(ask.uri))
+        pipeline = self.pipeline
+        if ask is None or document is None or document.version != ask.version or pipeline is None:
             return
-        text = self.workspace.get_text_document(unquote(ask.uri)).source
         try:
-            offset = offset_of(text, ask.position.line, ask.position.character)
+            offset = offset_of(document.source, ask.position.line, ask.position.character)
         except PositionError:
             return
-        rest = self.pipeline.suggestion_at(Path(key), text, offset)
+        rest = pipeline.suggestion_at(Path(key), document.source, offset)
         if rest is not None and rest.strip() and rest != ask.shown:
             self._send_ready(ask)
 

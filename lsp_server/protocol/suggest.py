@@ -156,7 +156,8 @@ async def suggest(
         logger.info("%s: document changed during generation; result dropped", method)
         ls.outcomes["stale"] += 1
         return None
-    ls.answered[str(path)] = ReadyAsk(uri, cursor.version, position, done.text)
+    if cursor.version is not None:  # an open document (see watch_upgrades)
+        ls.answered[str(path)] = ReadyAsk(uri, cursor.version, position, done.text)
     result = done.result
     logger.info(
         "%s %s: %d ms (prompt %d tok, cached %d, prefill %.0f ms, decode %.0f ms, %d tok, %s)",
