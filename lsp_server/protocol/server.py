@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 MAX_DOCUMENT_BYTES = 1 << 20  # an unopened document bigger than this is not read
-# Sent when a suggestion a request could not wait for is ready (see notify_when_ready).
+# Sent when the suggestion at a cursor answered earlier is another now (see _announce).
 COMPLETION_READY = "coderLsp/completionReady"
 
 
@@ -70,7 +70,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class ReadyAsk:
-    """The answer a generation gave before it ended: where, and what it showed."""
+    """An answer given in an open document: where, in which version, and what it showed."""
 
     uri: str
     version: int | None
@@ -133,12 +133,11 @@ class CoderLanguageServer(LanguageServer):
         # Outcomes of completion requests (answered, empty, cancelled, superseded, stale, ...).
         self.outcomes: Counter[str] = Counter()
         self.feedback = FeedbackStats()
-        # Per generation answered before its end, the newest answer's cursor and shown text
-        # (see notify_when_ready), keyed by id(generation).
-        self._ready_asks: dict[int, ReadyAsk] = {}
-        # Per file (its path, as the pipeline keys it), the newest answer given there, while
-        # the document is open (see watch_upgrades).
+        # Per open file (its path, as the pipeline keys it), the newest answer given there:
+        # what `completionReady` compares the file's suggestion with (see _announce).
         self.answered: dict[str, ReadyAsk] = {}
+        # The generations answered before their end that are watched (id(generation)).
+        self._watched: set[int] = set()
 
     def apply_options(self, options: ServerOptions) -> None:
         """Adopt new settings (the model is loaded once; other settings apply at once)."""
@@ -202,71 +201,45 @@ class CoderLanguageServer(LanguageServer):
             raise DocumentUnreadable(f"coder-lsp: cannot read {path}: {error.reason}") from None
         return Snapshot(text, None, "")
 
-    def notify_when_ready(
-        self,
-        uri: str,
-        version: int | None,
-        position: types.Position,
-        live: LiveGeneration,
-        shown: str,
-    ) -> None:
+    def notify_when_ready(self, key: str, live: LiveGeneration) -> None:
         """When `live` (left running by a request answered before it ended: empty at its
-        deadline, with the words of a line written so far, or with its first lines; `shown`
-        is what that answer showed) ends with another suggestion while the document is
-        unchanged, tell the client (`coderLsp/completionReady` {textDocument: {uri, version},
-        position}) so that it asks again if its cursor is still there: the answer then comes
-        from the finished generation at once. Several answers from one generation (the user
-        typing along it) make one watch: the newest answer's cursor replaces the older ones."""
-        key = id(live)
-        watched = key in self._ready_asks
-        self._ready_asks[key] = ReadyAsk(uri, version, position, shown)
-        if watched:
+        deadline, with the words of a line written so far, or with its first lines) ends,
+        announce file `key`'s suggestion if it changed (`_announce`). Several answers from one
+        generation (the user typing along it) make one watch."""
+        if id(live) in self._watched:
             return
+        self._watched.add(id(live))
         loop = asyncio.get_running_loop()
 
         def finished() -> None:  # on the generating thread
             with contextlib.suppress(RuntimeError):  # the event loop has closed: server gone
-                loop.call_soon_threadsafe(self._announce, live)
+                loop.call_soon_threadsafe(self._watch_ended, id(live), key)
 
         live.when_finished(finished)
 
-    def _announce(self, live: LiveGeneration) -> None:
-        """Send `completionReady` for `live`, which has ended, if its suggestion is new to the
-        newest cursor it answered and that document is unchanged (see notify_when_ready)."""
-        ask = self._ready_asks.pop(id(live), None)
-        result = live.result
-        if ask is None or result is None or result.text in ("", ask.shown):
-            return
-        if self.version_of(ask.uri) != ask.version:
-            return
-        self._send_ready(ask)
-
-    def _send_ready(self, ask: ReadyAsk) -> None:
-        """`completionReady` for the cursor and document version of `ask`."""
-        params = {
-            "textDocument": {"uri": ask.uri, "version": ask.version},
-            "position": {"line": ask.position.line, "character": ask.position.character},
-        }
-        self.protocol.notify(COMPLETION_READY, params)
+    def _watch_ended(self, generation: int, key: str) -> None:
+        self._watched.discard(generation)
+        self._announce(key)
 
     def watch_upgrades(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Once the target's answer replaces the small model's suggestion for a file (a cold
-        request is answered by the small model, the target reads the whole prompt after it),
-        send `completionReady` for the newest answer given in that file, if its document is
-        unchanged and the suggestion at its cursor is now another: an editor still there
-        asks again and shows the target's."""
+        """Announce file `key`'s suggestion (`_announce`) once the target's answer replaces
+        the small model's there (a cold request is answered by the small model, the target
+        reads the whole prompt after it)."""
         if self.pipeline is None:
             return
 
         def upgraded(key: str) -> None:  # on the warm-up's thread
             with contextlib.suppress(RuntimeError):  # the event loop has closed: server gone
-                loop.call_soon_threadsafe(self._announce_upgrade, key)
+                loop.call_soon_threadsafe(self._announce, key)
 
         self.pipeline.on_upgrade = upgraded
 
-    def _announce_upgrade(self, key: str) -> None:
-        """Send `completionReady` where file `key`'s newest answer now has another suggestion
-        (see watch_upgrades)."""
+    def _announce(self, key: str) -> None:
+        """Tell the client (`coderLsp/completionReady` {textDocument: {uri, version},
+        position}) that the suggestion at the cursor of file `key`'s newest answer is now
+        another than the one shown, while its document is unchanged, so that it asks again if
+        its cursor is still there: the answer then comes at once (the finished generation,
+        the forward cache)."""
         ask = self.answered.get(key)
         document = None if ask is None else self.workspace.text_documents.get(unquote(ask.uri))
         pipeline = self.pipeline
@@ -277,8 +250,13 @@ class CoderLanguageServer(LanguageServer):
         except PositionError:
             return
         rest = pipeline.suggestion_at(Path(key), document.source, offset)
-        if rest is not None and rest.strip() and rest != ask.shown:
-            self._send_ready(ask)
+        if rest is None or not rest.strip() or rest == ask.shown:
+            return
+        params = {
+            "textDocument": {"uri": ask.uri, "version": ask.version},
+            "position": {"line": ask.position.line, "character": ask.position.character},
+        }
+        self.protocol.notify(COMPLETION_READY, params)
 
     def version_of(self, uri: str) -> int | None:
         """The open buffer's version of `uri` (None when it is not open)."""

@@ -156,7 +156,7 @@ async def suggest(
         logger.info("%s: document changed during generation; result dropped", method)
         ls.outcomes["stale"] += 1
         return None
-    if cursor.version is not None:  # an open document (see watch_upgrades)
+    if cursor.version is not None:  # an open document (see CoderLanguageServer._announce)
         ls.answered[str(path)] = ReadyAsk(uri, cursor.version, position, done.text)
     result = done.result
     logger.info(
@@ -172,7 +172,7 @@ async def suggest(
         result.finish_reason,
     )
     if done.pending is not None and result.finish_reason in SHOWN_BEFORE_THE_END:
-        ls.notify_when_ready(uri, cursor.version, position, done.pending, done.text)
+        ls.notify_when_ready(str(path), done.pending)
     if result.finish_reason in ("cancelled", "deadline") or not done.text:
         ls.outcomes[EMPTY_OUTCOMES.get(result.finish_reason, "empty")] += 1
         return None
